@@ -1,0 +1,175 @@
+"""The run directory: the contract between training (which writes it) and everything that explores it.
+
+    runs/<dataset>/<loss>/seed_<n>/
+        config.json      everything needed to reproduce the run
+        history.csv      one row per epoch
+        checkpoint.pt    resumable training state
+        per_image.csv    one row per test image and class: dice, ece, ace, mce, empty
+        bins.npz         per image and class bin sums and counts (redraws every diagram)
+
+Every file is written to a temporary name and renamed into place, so a reader never sees a
+half-written file; a run counts as evaluated only when both result files exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from calibtut.binning import BinStats
+
+__all__ = ["RunDir", "PER_IMAGE_COLUMNS", "LOSSES", "run_path", "find_runs", "atomic_write"]
+
+PER_IMAGE_COLUMNS = ("image_id", "class_index", "class_name", "dice", "ece", "ace", "mce", "empty")
+LOSSES = ("baseline", "hard", "soft")
+
+
+def run_path(root: str | Path, dataset: str, loss: str, seed: int) -> Path:
+    """Where a run lives: ``<root>/<dataset>/<loss>/seed_<seed>``."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
+    return Path(root) / dataset / loss / f"seed_{seed}"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Read and write one run directory (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # paths -----------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def per_image_path(self) -> Path:
+        return self.path / "per_image.csv"
+
+    @property
+    def bins_path(self) -> Path:
+        return self.path / "bins.npz"
+
+    @property
+    def is_evaluated(self) -> bool:
+        """Both result files are in place (they are written atomically, bins first)."""
+        return self.bins_path.is_file() and self.per_image_path.is_file()
+
+    # config ----------------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.path} is not a run directory: {self.config_path} is missing.")
+        try:
+            return json.loads(self.config_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{self.config_path} is not valid JSON: {err}") from err
+
+    @property
+    def name(self) -> str:
+        """A short label for tables and legends: ``<dataset>/<loss>/seed_<n>``."""
+        c = self.config
+        return f"{c.get('dataset', '?')}/{c.get('loss', '?')}/seed_{c.get('seed', '?')}"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        text = json.dumps(config, indent=2, sort_keys=True, default=str)
+        atomic_write(self.config_path, lambda p: p.write_text(text + "\n"))
+
+    # history ---------------------------------------------------------------------------
+    def history(self) -> pd.DataFrame:
+        self._require(self.history_path, "history.csv (written during training)")
+        return pd.read_csv(self.history_path)
+
+    def write_history(self, rows: Iterable[dict[str, Any]]) -> None:
+        frame = pd.DataFrame(list(rows))
+        atomic_write(self.history_path, lambda p: frame.to_csv(p, index=False))
+
+    # results ---------------------------------------------------------------------------
+    def per_image(self) -> pd.DataFrame:
+        """The per-image table: one row per test image and class, columns ``PER_IMAGE_COLUMNS``."""
+        self._require(self.per_image_path, "per_image.csv (written by evaluation)")
+        frame = pd.read_csv(self.per_image_path, dtype={"image_id": str})
+        missing = [c for c in PER_IMAGE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{self.per_image_path} lacks columns {missing}; expected {PER_IMAGE_COLUMNS}.")
+        return frame
+
+    def bins(self) -> tuple[BinStats, list[str], list[str]]:
+        """Saved per-image bins, with the image ids and class names they belong to."""
+        self._require(self.bins_path, "bins.npz (written by evaluation)")
+        with np.load(self.bins_path, allow_pickle=False) as z:
+            try:
+                bins = BinStats(
+                    torch.from_numpy(z["pred_sum"]),
+                    torch.from_numpy(z["target_sum"]),
+                    torch.from_numpy(z["count"]),
+                )
+                return bins, [str(i) for i in z["image_ids"]], [str(c) for c in z["class_names"]]
+            except KeyError as err:
+                raise ValueError(f"{self.bins_path} lacks array {err}.") from err
+
+    def write_results(
+        self, rows: list[dict[str, Any]], bins: BinStats, image_ids: list[str], class_names: list[str]
+    ) -> None:
+        """Write ``bins.npz`` then ``per_image.csv`` (each atomically): the run is then evaluated."""
+        frame = pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS))
+        arrays = {
+            "pred_sum": bins.pred_sum.detach().double().cpu().numpy(),
+            "target_sum": bins.target_sum.detach().double().cpu().numpy(),
+            "count": bins.count.detach().double().cpu().numpy(),
+            "image_ids": np.asarray(image_ids, dtype=str),
+            "class_names": np.asarray(class_names, dtype=str),
+        }
+
+        def save_npz(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez_compressed(f, **arrays)
+
+        self.per_image_path.unlink(missing_ok=True)
+        atomic_write(self.bins_path, save_npz)
+        atomic_write(self.per_image_path, lambda p: frame.to_csv(p, index=False))
+
+    def _require(self, path: Path, what: str) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.path} has no {what}: {path} is missing.")
+
+
+def find_runs(root: str | Path) -> list[RunDir]:
+    """All evaluated run directories below ``root``, in a stable (sorted) order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"No run root at {root}.")
+    runs = [RunDir(p.parent) for p in sorted(root.rglob("config.json"))]
+    return [r for r in runs if r.is_evaluated]
