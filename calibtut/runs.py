@@ -6,6 +6,8 @@
         checkpoint.pt    resumable training state
         per_image.csv    one row per test image and class: dice, ece, ace, mce, empty
         bins.npz         per image and class bin sums and counts (redraws every diagram)
+        predictions/     optional, per test image <id>.npz: image, label, prediction and
+                         confidence, compact (float16/uint8), for the overlay figures
 
 Every file is written to a temporary name and renamed into place, so a reader never sees a
 half-written file; a run counts as evaluated only when both result files exist.
@@ -160,6 +162,59 @@ class RunDir:
         self.per_image_path.unlink(missing_ok=True)
         atomic_write(self.bins_path, save_npz)
         atomic_write(self.per_image_path, lambda p: frame.to_csv(p, index=False))
+
+    # predictions (optional: what the overlay figures show) --------------------------------
+    @property
+    def predictions_dir(self) -> Path:
+        return self.path / "predictions"
+
+    def prediction_ids(self) -> list[str]:
+        """Ids of the images whose predictions were saved (sorted)."""
+        if not self.predictions_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.predictions_dir.glob("*.npz"))
+
+    def write_prediction(
+        self,
+        image_id: str,
+        image: np.ndarray,
+        label: np.ndarray,
+        prediction: np.ndarray,
+        confidence: np.ndarray,
+    ) -> None:
+        """Save one test image's overlay data.
+
+        ``image``: the first input channel ``(*spatial)``. Softmax datasets: ``label`` and
+        ``prediction`` are class-index maps ``(*spatial)`` and ``confidence`` the max probability.
+        Sigmoid (multi-label) datasets: all three are per channel ``(C, *spatial)`` and
+        ``confidence`` is each region's probability.
+        """
+        if label.shape != prediction.shape or prediction.shape != confidence.shape:
+            raise ValueError(
+                f"label {label.shape}, prediction {prediction.shape} and confidence "
+                f"{confidence.shape} must share one shape."
+            )
+        if image.shape != label.shape[-image.ndim :]:
+            raise ValueError(f"image shape {image.shape} does not match label shape {label.shape}.")
+        arrays = {
+            "image": np.asarray(image, dtype=np.float16),
+            "label": np.asarray(label, dtype=np.uint8),
+            "prediction": np.asarray(prediction, dtype=np.uint8),
+            "confidence": np.asarray(confidence, dtype=np.float16),
+        }
+
+        def save_npz(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez_compressed(f, **arrays)
+
+        atomic_write(self.predictions_dir / f"{image_id}.npz", save_npz)
+
+    def prediction(self, image_id: str) -> dict[str, np.ndarray]:
+        """One image's saved overlay arrays (see ``write_prediction``)."""
+        path = self.predictions_dir / f"{image_id}.npz"
+        self._require(path, f"saved prediction for image {image_id!r}")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in ("image", "label", "prediction", "confidence")}
 
     def _require(self, path: Path, what: str) -> None:
         if not path.is_file():
