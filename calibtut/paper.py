@@ -1,0 +1,529 @@
+"""The paper's published per-image results, and the statistics of its main table.
+
+Barfoot et al. ("Average Calibration Losses for Reliable Uncertainty in Medical Image
+Segmentation", arXiv 2506.03942) published the per-image test results of their twelve main runs
+(ACDC, AMOS, KiTS23, BraTS21 x Dice+CE baseline, + hard mL1-ACE, + soft mL1-ACE) in
+`cai4cai/Average-Calibration-Losses`. This module reads them, from a local copy or from that
+repository (cached), and calibtut's own run directories into one per-image *frame*, and computes
+the paper's main table from any frame, so a user's runs and the paper sit in one table and one plot.
+
+The frame is a long DataFrame with one row per image and metric (:data:`FRAME_COLUMNS`):
+``source`` ("paper" or a name for the user's runs), ``dataset``, ``loss`` (baseline/hard/soft),
+``seed``, ``image_id``, ``metric`` (:data:`METRICS`) and ``value``.
+
+How the paper gets a per-image value, read off its files: each ``<metric>_raw.csv`` holds one row
+per test image with one column per class and a ``mean`` column, which is what the table uses.
+Calibration errors are defined for every class, so their ``mean`` averages all classes, including
+classes absent from the image's ground truth. Dice is NaN for a class whose ground truth is empty
+and the ``mean`` is the mean over the remaining classes (e.g. AMOS: 15 NaN Dice values, exactly the
+15 classes flagged in ``missing_classes_raw.csv``; in KiTS and BraTS the flags index the raw label
+values, not the overlapping region channels that the metrics score, so they do not line up with the
+metric columns and are not used). :func:`runs_frame` applies the same convention to a run's
+``per_image.csv``: ECE/ACE/MCE average all classes, Dice averages the classes not flagged ``empty``;
+NaN values are skipped in both.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.client
+import io
+import math
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+from calibtut.runs import LOSSES, RunDir, find_runs
+
+PAPER_REPOSITORY = "cai4cai/Average-Calibration-Losses"
+# The commit the results were published at: pinned, so a cached file never goes stale.
+PAPER_COMMIT = "5ad8418632b2e2afe683a015d87541d52433f702"
+PAPER_BASE_URL = f"https://raw.githubusercontent.com/{PAPER_REPOSITORY}/{PAPER_COMMIT}/"
+PAPER_SEED = 12345
+
+# calibtut name -> (paper name, bundle tag of the paper's main-table run)
+PAPER_DATASETS = {
+    "acdc": ("acdc17", "1"),
+    "amos": ("amos22", "nl"),
+    "kits": ("kits23", "nl"),
+    "brats": ("brats21", "nl"),
+}
+PAPER_LOSSES = {"baseline": "baseline", "hard": "hardl1ace", "soft": "softl1ace"}
+PAPER_METRICS = {
+    "macro_ace": "macro_ace",
+    "macro_ece": "macro_ece",
+    "macro_mce": "macro_mce",
+    "dice": "mean_dice",
+}
+# Files read_paper_csv can load: the metrics, plus the ground-truth-absent flags.
+PAPER_FILES = {**PAPER_METRICS, "missing_classes": "missing_classes"}
+
+METRICS = tuple(PAPER_METRICS)
+METRIC_LABELS = {
+    "macro_ace": "macro ACE",
+    "macro_ece": "macro ECE",
+    "macro_mce": "macro MCE",
+    "dice": "Dice",
+}
+COMPARED_LOSSES = ("hard", "soft")
+FRAME_COLUMNS = ("source", "dataset", "loss", "seed", "image_id", "metric", "value")
+TABLE_COLUMNS = ("source", "dataset", "metric", "loss", "mean", "std", "n", "p_value")
+
+# per_image.csv column of a run -> frame metric (per image and class, then averaged: "macro")
+_RUN_METRICS = {"ace": "macro_ace", "ece": "macro_ece", "mce": "macro_mce", "dice": "dice"}
+_CONFIG_KEYS = ("dataset", "loss", "seed", "class_names")
+_DOWNLOAD_TIMEOUT_S = 30.0
+
+
+def _choose(kind: str, name: str, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if name not in choices:
+        raise ValueError(f"unknown {kind} {name!r}; expected one of {', '.join(choices)}")
+    return name
+
+
+# --- loading the paper's files ------------------------------------------------------------------
+
+
+def paper_relative_path(dataset: str, loss: str, metric: str) -> str:
+    """Path of one results file inside the authors' repository (and any copy of its layout)."""
+    paper_dataset, tag = PAPER_DATASETS[_choose("dataset", dataset, PAPER_DATASETS)]
+    paper_loss = PAPER_LOSSES[_choose("loss", loss, PAPER_LOSSES)]
+    stem = PAPER_FILES[_choose("metric", metric, PAPER_FILES)]
+    return (
+        f"bundles/{paper_dataset}_{paper_loss}_dice_ce_{tag}/seed_{PAPER_SEED}"
+        f"/inference_results/{stem}_raw.csv"
+    )
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded paper files are kept: ``$CALIBTUT_CACHE/paper-results``.
+
+    ``CALIBTUT_CACHE`` defaults to ``~/.cache/calibtut``.
+    """
+    root = os.environ.get("CALIBTUT_CACHE") or Path.home() / ".cache" / "calibtut"
+    return Path(root) / "paper-results"
+
+
+def paper_csv_path(
+    dataset: str,
+    loss: str,
+    metric: str,
+    root: str | Path | None = None,
+    *,
+    base_url: str = PAPER_BASE_URL,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Local path of one results file: under ``root``, or downloaded once into the cache.
+
+    ``root`` is a folder with the repository's ``bundles/...`` layout (a clone of the authors'
+    repository, or a copy of its results). With ``root=None`` the file is fetched from
+    ``base_url`` (any URL urllib opens, ``file://`` included) into
+    ``cache_dir / <hash of base_url>`` (default :func:`default_cache_dir`), atomically: a file
+    appears in the cache only complete and parsed, so a failed download leaves nothing behind.
+    """
+    relative = paper_relative_path(dataset, loss, metric)
+    if root is not None:
+        path = Path(root) / relative
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: root= must be a folder with the bundles/ layout of "
+                f"{PAPER_REPOSITORY} (e.g. a clone of it)"
+            )
+        return path
+    url_key = hashlib.sha256(base_url.encode()).hexdigest()[:16]
+    cached = Path(cache_dir or default_cache_dir()) / url_key / relative
+    if not cached.is_file():
+        _download(base_url.rstrip("/") + "/" + relative, cached)
+    return cached
+
+
+def _download(url: str, target: Path) -> None:
+    data = _fetch_bytes(url)
+    _parse_results_csv(data, origin=url)  # never cache a file we cannot read
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+    )
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, target)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _fetch_bytes(url: str) -> bytes:
+    hint = (
+        f"The paper's results are downloaded from {PAPER_REPOSITORY}; when offline, pass root= a "
+        "local copy of its bundles/ folder layout."
+    )
+    try:
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+            return response.read()
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise FileNotFoundError(f"{url} does not exist (HTTP 404)") from err
+        raise ConnectionError(
+            f"could not download {url}: HTTP {err.code} {err.reason}. {hint}"
+        ) from err
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, FileNotFoundError):
+            raise FileNotFoundError(f"{url} does not exist") from err
+        raise ConnectionError(f"could not download {url}: {err.reason}. {hint}") from err
+    except (OSError, http.client.HTTPException) as err:  # reset, timeout or truncated body
+        raise ConnectionError(f"could not download {url}: {err!r}. {hint}") from err
+
+
+def _parse_results_csv(data: bytes, origin: str) -> pd.DataFrame:
+    """Parse a ``<metric>_raw.csv``: columns image_id, class0..classN-1, mean.
+
+    The authors' writer repeats ``mean`` in the header (up to 10 times) while each row has one
+    ``mean`` value, so the header is read as ``filename, class0.., mean[, mean...]`` and every row
+    must have exactly ``1 + N + 1`` fields.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{origin}: not a UTF-8 text file ({err})") from err
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise ValueError(f"{origin}: empty file, expected a header 'filename,class0,...,mean'")
+    header = rows[0]
+    n_classes = 0
+    while 1 + n_classes < len(header) and header[1 + n_classes] == f"class{n_classes}":
+        n_classes += 1
+    trailing = header[1 + n_classes :]
+    if header[0] != "filename" or n_classes == 0 or not trailing or set(trailing) != {"mean"}:
+        raise ValueError(
+            f"{origin}: header {','.join(header)!r} is not 'filename,class0,...,classN-1,mean'"
+        )
+    columns = ["image_id", *header[1 : 1 + n_classes], "mean"]
+    records = []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(columns):
+            raise ValueError(
+                f"{origin}, line {line}: {len(row)} fields, expected {len(columns)} "
+                f"(filename, {n_classes} classes, mean)"
+            )
+        if not row[0]:
+            raise ValueError(f"{origin}, line {line}: empty filename")
+        try:
+            records.append([row[0], *(float(field) for field in row[1:])])
+        except ValueError as err:
+            raise ValueError(f"{origin}, line {line}: non-numeric value ({err})") from err
+    if not records:
+        raise ValueError(f"{origin}: no image rows after the header")
+    table = pd.DataFrame.from_records(records, columns=columns)
+    duplicated = table["image_id"][table["image_id"].duplicated()]
+    if not duplicated.empty:
+        raise ValueError(f"{origin}: image {duplicated.iloc[0]!r} appears more than once")
+    return table
+
+
+def read_paper_csv(
+    dataset: str,
+    loss: str,
+    metric: str,
+    root: str | Path | None = None,
+    *,
+    base_url: str = PAPER_BASE_URL,
+    cache_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """One of the paper's per-image files, as columns image_id, class0..classN-1, mean.
+
+    ``dataset`` in acdc/amos/kits/brats, ``loss`` in baseline/hard/soft, ``metric`` in
+    :data:`METRICS` or ``"missing_classes"``. Where it comes from: see :func:`paper_csv_path`.
+    """
+    path = paper_csv_path(dataset, loss, metric, root, base_url=base_url, cache_dir=cache_dir)
+    return _parse_results_csv(path.read_bytes(), origin=str(path))
+
+
+def paper_frame(
+    root: str | Path | None = None,
+    *,
+    datasets: Iterable[str] = tuple(PAPER_DATASETS),
+    base_url: str = PAPER_BASE_URL,
+    cache_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """The paper's per-image results as a frame (source "paper", the files' ``mean`` column)."""
+    parts = []
+    for dataset in datasets:
+        for loss in LOSSES:
+            for metric in METRICS:
+                table = read_paper_csv(
+                    dataset, loss, metric, root, base_url=base_url, cache_dir=cache_dir
+                )
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "source": "paper",
+                            "dataset": dataset,
+                            "loss": loss,
+                            "seed": PAPER_SEED,
+                            "image_id": table["image_id"],
+                            "metric": metric,
+                            "value": table["mean"],
+                        }
+                    )
+                )
+    return pd.concat(parts, ignore_index=True)
+
+
+# --- calibtut run directories -------------------------------------------------------------------
+
+
+def _run_frame(run: RunDir, source: str) -> pd.DataFrame:
+    config, per_image = run.config, run.per_image()
+    missing_keys = [key for key in _CONFIG_KEYS if key not in config]
+    if missing_keys:
+        raise ValueError(f"{run.config_path} lacks {', '.join(missing_keys)}")
+    loss = config["loss"]
+    if loss not in LOSSES:
+        raise ValueError(f"{run.config_path}: loss {loss!r} is not one of {LOSSES}")
+    where = run.per_image_path
+    if per_image.empty:
+        raise ValueError(f"{where} has no rows")
+    empty = per_image["empty"]
+    if empty.dtype != bool:
+        if not empty.isin([0, 1]).all():
+            raise ValueError(f"{where}: column 'empty' must hold True/False (or 1/0)")
+        empty = empty.astype(bool)
+    n_classes = len(config["class_names"])
+    if not per_image["class_index"].between(0, n_classes - 1).all():
+        raise ValueError(f"{where}: class_index outside 0..{n_classes - 1} (config class_names)")
+    if per_image.duplicated(["image_id", "class_index"]).any():
+        raise ValueError(f"{where}: more than one row for an image and class")
+
+    by_image = per_image.groupby("image_id", sort=False)
+    means = by_image[["ace", "ece", "mce"]].mean()  # every class, empty ones included; NaN skipped
+    means["dice"] = (
+        per_image["dice"].where(~empty).groupby(per_image["image_id"], sort=False).mean()
+    )
+    long = means.rename(columns=_RUN_METRICS)[list(METRICS)].reset_index()
+    long = long.melt(id_vars="image_id", var_name="metric", value_name="value")
+    long = long.assign(
+        source=source, dataset=config["dataset"], loss=loss, seed=int(config["seed"])
+    )
+    return long[list(FRAME_COLUMNS)]
+
+
+def runs_frame(
+    paths: str | Path | Iterable[str | Path], *, source: str = "calibtut"
+) -> pd.DataFrame:
+    """calibtut run directories as a frame, under the name ``source``.
+
+    Each path is a run directory or a folder holding evaluated runs at any depth (e.g. ``runs/``,
+    see :func:`calibtut.runs.find_runs`). Per image, ECE/ACE/MCE are the mean over all classes and
+    Dice the mean over the classes not ``empty`` (the paper's convention, see the module doc).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    runs: list[RunDir] = []
+    for path in map(Path, paths):
+        if (path / "config.json").is_file():
+            runs.append(RunDir(path))
+            continue
+        found = find_runs(path)
+        if not found:
+            raise FileNotFoundError(f"no evaluated run directory under {path}")
+        runs.extend(found)
+    if not runs:
+        raise ValueError("runs_frame needs at least one run directory")
+    return pd.concat([_run_frame(run, source) for run in runs], ignore_index=True)
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``'s :data:`FRAME_COLUMNS`, after checking names and one value per image and metric."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [column for column in FRAME_COLUMNS if column not in frame]
+    if missing:
+        raise ValueError(f"frame lacks columns {', '.join(missing)}; expected {FRAME_COLUMNS}")
+    for column, allowed in (("metric", METRICS), ("loss", LOSSES)):
+        unknown = sorted(set(frame[column]) - set(allowed))
+        if unknown:
+            raise ValueError(f"frame has unknown {column} {unknown}; expected one of {allowed}")
+    keys = ["source", "dataset", "loss", "seed", "image_id", "metric"]
+    duplicated = frame[frame.duplicated(keys)]
+    if not duplicated.empty:
+        row = duplicated.iloc[0]
+        raise ValueError(f"frame has more than one value for {row[keys].to_dict()}")
+    return frame[list(FRAME_COLUMNS)]
+
+
+def _sorted(table: pd.DataFrame, **orders: list) -> pd.DataFrame:
+    """``table`` stably sorted by the given columns, each in the given order of its values."""
+    ranks = [
+        table[column].map({name: i for i, name in enumerate(names)})
+        for column, names in orders.items()
+    ]
+    return table.iloc[np.lexsort(ranks[::-1])].reset_index(drop=True)
+
+
+def percentage_changes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-image percentage change of each hard/soft run against its baseline.
+
+    Pairs every image of a hard or soft run with the same image of the baseline run of the same
+    source, dataset and seed, and returns one row per pair: the frame's keys, ``baseline``,
+    ``value`` and ``pct_change = (value - baseline) / baseline * 100``. ``pct_change`` is NaN where
+    it is undefined (baseline 0 or NaN, or value NaN). A run without a baseline, or with other
+    images than its baseline, is an error: paired statistics need the same images.
+    """
+    frame = check_frame(frame)
+    is_baseline = frame["loss"] == "baseline"
+    baseline = frame[is_baseline].drop(columns="loss").rename(columns={"value": "baseline"})
+    treated = frame[~is_baseline]
+    if treated.empty:
+        raise ValueError("the frame has no hard or soft run to compare with a baseline")
+    run_keys = ["source", "dataset", "seed"]
+    runs = treated[[*run_keys, "loss", "metric"]].drop_duplicates()
+    expected = runs.merge(baseline, on=[*run_keys, "metric"], how="left", indicator=True)
+    orphan = expected[expected["_merge"] == "left_only"]
+    if not orphan.empty:
+        run = orphan.iloc[0]
+        raise ValueError(
+            f"no baseline run for the {run['loss']} run of source {run['source']!r}, "
+            f"dataset {run['dataset']!r}, seed {run['seed']} (metric {run['metric']})"
+        )
+    pair_keys = [*run_keys, "loss", "metric", "image_id"]
+    pairs = expected.drop(columns="_merge").merge(
+        treated, on=pair_keys, how="outer", indicator=True
+    )
+    unpaired = pairs[pairs["_merge"] != "both"]
+    if not unpaired.empty:
+        row = unpaired.iloc[0]
+        side = "baseline" if row["_merge"] == "right_only" else row["loss"]
+        raise ValueError(
+            f"image {row['image_id']!r} of source {row['source']!r}, dataset {row['dataset']!r}, "
+            f"seed {row['seed']} is missing from the {side} run ({len(unpaired)} unpaired rows)"
+        )
+    pairs = _sorted(
+        pairs.drop(columns="_merge"),
+        source=list(dict.fromkeys(frame["source"])),
+        dataset=list(dict.fromkeys(frame["dataset"])),
+        loss=list(COMPARED_LOSSES),
+        metric=list(METRICS),
+    )
+    defined = pairs["baseline"].notna() & (pairs["baseline"] != 0) & pairs["value"].notna()
+    change = (pairs["value"] - pairs["baseline"]) / pairs["baseline"].where(defined) * 100
+    return pairs.assign(pct_change=change)[[*pair_keys, "baseline", "value", "pct_change"]]
+
+
+def _wilcoxon_p(values: np.ndarray, baselines: np.ndarray) -> float:
+    """Two-sided paired Wilcoxon signed-rank p-value (scipy defaults: zero differences dropped)."""
+    if values.size == 0:
+        return math.nan
+    if np.all(values == baselines):  # no signed rank at all: no evidence of a difference
+        return 1.0
+    return float(wilcoxon(values, baselines, alternative="two-sided").pvalue)
+
+
+def summarize_percentage_changes(changes: pd.DataFrame) -> pd.DataFrame:
+    """Mean, population std, count and Wilcoxon p-value of :func:`percentage_changes`.
+
+    One row per source, dataset, metric and loss, plus ``dataset == "all"``: every image of every
+    dataset of that source pooled into one sample (seeds, if several, are pooled the same way).
+    Only images with a defined ``pct_change`` count (``n``; NaN statistics when none does), and
+    ``p_value`` tests their raw paired values (loss vs baseline), not the percentages.
+    """
+    pooled = changes.assign(dataset="all")
+    rows = []
+    for (source, dataset, metric, loss), group in pd.concat([changes, pooled]).groupby(
+        ["source", "dataset", "metric", "loss"], sort=False
+    ):
+        group = group[group["pct_change"].notna()]
+        pct = group["pct_change"].to_numpy(dtype=np.float64)
+        rows.append(
+            {
+                "source": source,
+                "dataset": dataset,
+                "metric": metric,
+                "loss": loss,
+                "mean": float(pct.mean()) if pct.size else math.nan,
+                "std": float(pct.std(ddof=0)) if pct.size else math.nan,
+                "n": int(pct.size),
+                "p_value": _wilcoxon_p(
+                    group["value"].to_numpy(dtype=np.float64),
+                    group["baseline"].to_numpy(dtype=np.float64),
+                ),
+            }
+        )
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    return _sorted(
+        table,
+        source=list(dict.fromkeys(changes["source"])),
+        dataset=[*dict.fromkeys(changes["dataset"]), "all"],
+        metric=list(METRICS),
+        loss=list(COMPARED_LOSSES),
+    )
+
+
+def percentage_change_table(
+    root: str | Path | None = None, *, frame: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The paper's main table: per-image % change against the baseline, mean ± std over images.
+
+    Columns :data:`TABLE_COLUMNS`: ``source``, ``dataset`` (each dataset, then ``all``),
+    ``metric``, ``loss`` (hard, soft), ``mean``, ``std``, ``n`` and ``p_value``. With no
+    ``frame``, the paper's results are loaded (``root=None`` fetches them from the authors'
+    repository, see :func:`paper_csv_path`); pass ``frame=`` (e.g. ``pd.concat([paper_frame(),
+    runs_frame("runs")])``) to tabulate calibtut runs, alone or beside the paper.
+
+    This reproduces the authors' ``calc_percentage_change.py``: per image,
+    ``(loss - baseline) / baseline * 100`` on the files' ``mean`` column; the mean and the
+    *population* standard deviation (numpy's default ``ddof=0``) over a dataset's test images; and
+    ``all`` pools the images of all datasets into one sample (498 images: BraTS's 200 weigh more
+    than ACDC's 100), rather than averaging the four dataset means. No published image has a
+    baseline of 0 or NaN (or a NaN value), so the paper never had to define those; here such images
+    are left out and ``n`` counts the images used (100, 100, 98 and 200 for the paper's files).
+
+    ``p_value`` is a two-sided paired Wilcoxon signed-rank test (scipy) over the same images,
+    per row, on the raw metric values. The authors' own ``calc_p_vals.py`` used a paired t-test;
+    the rank test is used here because per-image changes are heavy-tailed (KiTS macro ECE +2900%).
+    """
+    if frame is None:
+        frame = paper_frame(root)
+    elif root is not None:
+        raise TypeError("pass root= (where the paper's files are) or frame=, not both")
+    return summarize_percentage_changes(percentage_changes(frame))
+
+
+def percentage_change_markdown(table: pd.DataFrame) -> str:
+    """A Markdown rendering of :func:`percentage_change_table`: one row per source and dataset,
+    one column per metric and loss, cells ``mean ± std`` (2 decimals, signed); "—" if absent."""
+    cells = {
+        (row.source, row.dataset, row.metric, row.loss): row
+        for row in table.itertuples(index=False)
+    }
+    columns = [
+        (metric, loss)
+        for metric in METRICS
+        for loss in COMPARED_LOSSES
+        if ((table["metric"] == metric) & (table["loss"] == loss)).any()
+    ]
+    header = ["source", "dataset", *(f"{METRIC_LABELS[m]} {loss}" for m, loss in columns)]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * 2 + "---:|" * len(columns),
+    ]
+    for source, dataset in dict.fromkeys(zip(table["source"], table["dataset"], strict=True)):
+        row_cells = [source, dataset]
+        for metric, loss in columns:
+            row = cells.get((source, dataset, metric, loss))
+            row_cells.append(
+                "—" if row is None or math.isnan(row.mean) else f"{row.mean:+.2f} ± {row.std:.2f}"
+            )
+        lines.append("| " + " | ".join(row_cells) + " |")
+    return "\n".join(lines) + "\n"
