@@ -1,0 +1,268 @@
+"""The command line: ``calibtut demo | train | evaluate | report | phantom`` (also ``python -m calibtut``).
+
+Bad input (an unknown dataset or loss, a data folder that does not match the dataset, a run of
+another dataset, a corrupt checkpoint, a finished run without ``--overwrite``) ends with one line
+on stderr and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import NoReturn
+
+__all__ = ["main", "demo", "build_parser"]
+
+# What bad input raises; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError)
+DEMO_DATASET = "synthetic"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from calibtut.data import DATASETS
+    from calibtut.runs import LOSSES
+
+    parser = _Parser(prog="calibtut", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = commands.add_parser(
+        "demo", help="train baseline, hard and soft on the synthetic data and report"
+    )
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of each loss (default 1)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run root and report folder")
+    p.add_argument("--epochs", type=int, help="override the synthetic preset's epochs")
+    p.add_argument("--jobs", type=int, help="runs trained at once on a CPU (default: one per core)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--overwrite", action="store_true", help="retrain finished runs")
+
+    p = commands.add_parser("train", help="train one run and evaluate it on the test split")
+    p.add_argument("--dataset", required=True, help=", ".join(DATASETS))
+    p.add_argument("--data-dir", type=Path, help="the dataset's folder (none for synthetic)")
+    p.add_argument("--loss", choices=LOSSES, default="baseline")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--val-every", type=int)
+    p.add_argument("--patch-size", type=int, nargs="+", help="override the spec's training patch")
+    p.add_argument("--val-window", type=int, nargs="+", help="override the sliding window")
+    p.add_argument("--width", type=int, help="filters of the network's first level")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke)")
+    p.add_argument("--num-workers", type=int, help="data loader workers (default 0)")
+    p.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
+    p.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels")
+    p.add_argument("--run-root", type=Path, default=Path("runs"))
+    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or different run")
+
+    p = commands.add_parser("evaluate", help="(re-)evaluate a trained run on the test split")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--data-dir", type=Path, help="default: the folder the run was trained on")
+    p.add_argument("--device")
+
+    p = commands.add_parser("report", help="compare runs: Markdown + CSV table and figures")
+    p.add_argument("runs", type=Path, nargs="+", help="run directories or folders of runs")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = commands.add_parser("phantom", help="write a small phantom of a dataset in its real layout")
+    p.add_argument("dataset")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--cases", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except USER_ERRORS as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"calibtut {args.command}: error: {first_line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"calibtut {args.command}: interrupted (a training run resumes where it stopped)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace) -> int:
+    from calibtut.report import report_markdown, report_table
+    from calibtut.train import TrainConfig, train
+
+    config = TrainConfig.for_dataset(
+        args.dataset,
+        args.loss,
+        args.seed,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        val_every=args.val_every,
+        patch_size=args.patch_size,
+        val_window=args.val_window,
+        width=args.width,
+        max_steps=args.max_steps,
+        num_workers=args.num_workers,
+        amp=False if args.no_amp else None,
+        deterministic=True if args.deterministic else None,
+    )
+    run = train(config, args.data_dir, args.run_root, device=args.device, overwrite=args.overwrite)
+    print(report_markdown(report_table([run])))
+    print(f"run written to {run.path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from calibtut.report import report_markdown, report_table
+    from calibtut.train import evaluate
+
+    run = evaluate(args.run_dir, args.data_dir, device=args.device)
+    print(report_markdown(report_table([run])))
+    print(f"results written to {run.per_image_path} and {run.bins_path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from calibtut.report import report_markdown, write_report
+
+    table = write_report(args.runs, args.out)
+    print(report_markdown(table))
+    print(f"report written to {args.out / 'report.md'}")
+    return 0
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from calibtut.data import write_phantom
+
+    root = write_phantom(args.dataset, args.dir, cases=args.cases, seed=args.seed)
+    print(f"{args.dataset} phantom written to {root}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    demo(
+        args.seeds,
+        args.out,
+        epochs=args.epochs,
+        jobs=args.jobs,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+    return 0
+
+
+_COMMANDS = {
+    "demo": _demo,
+    "train": _train,
+    "evaluate": _evaluate,
+    "report": _report,
+    "phantom": _phantom,
+}
+
+
+# --- the demo ----------------------------------------------------------------------------------
+
+
+def demo(
+    seeds: int = 1,
+    out: str | Path = "runs/demo",
+    *,
+    epochs: int | None = None,
+    jobs: int | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Train baseline, hard and soft on the synthetic data for ``seeds`` seeds, then report.
+
+    Finished runs with the same config are reused (``overwrite`` retrains them). On a CPU the runs
+    train side by side, one process and one thread per core: small networks use one core far
+    better than several, and a shared machine is not oversubscribed. Returns ``report.md``.
+    """
+    from calibtut.report import report_markdown, write_report
+    from calibtut.runs import LOSSES, RunDir, run_path
+    from calibtut.train import TrainConfig, is_finished, select_device
+
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"--seeds must be a positive integer, got {seeds!r}")
+    out = Path(out)
+    start = time.perf_counter()
+    resolved = select_device(device)
+    configs = [
+        TrainConfig.for_dataset(DEMO_DATASET, loss, seed, epochs=epochs)
+        for seed in range(seeds)
+        for loss in LOSSES
+    ]
+    todo = []
+    for config in configs:
+        run = RunDir(run_path(out, config.dataset, config.loss, config.seed))
+        if (
+            not overwrite
+            and run.config_path.is_file()
+            and is_finished(run)
+            and TrainConfig.from_dict(run.config) == config
+        ):
+            print(f"reusing finished run {run.path}")
+        else:
+            todo.append(config)
+    todo.sort(key=lambda c: LOSSES.index(c.loss), reverse=True)  # the slowest (soft) first
+    if jobs is None:
+        jobs = (os.cpu_count() or 1) if resolved.type == "cpu" else 1
+    if jobs < 1:
+        raise ValueError(f"--jobs must be a positive integer, got {jobs}")
+    jobs = min(jobs, max(len(todo), 1))
+    print(f"training {len(todo)} runs on {resolved} ({jobs} at a time) into {out}")
+    if jobs == 1:
+        for config in todo:
+            _report_done(*_train_one(config, out, str(resolved), overwrite, threads=None))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = [
+                pool.submit(_train_one, c, out, str(resolved), overwrite, threads) for c in todo
+            ]
+            for future in futures:
+                _report_done(*future.result())
+    table = write_report([out], out)
+    print()
+    print(report_markdown(table))
+    report = out / "report.md"
+    print(f"report written to {report} ({time.perf_counter() - start:.0f} s in all)")
+    return report
+
+
+def _train_one(
+    config, out: Path, device: str, overwrite: bool, threads: int | None
+) -> tuple[str, float]:
+    """Train and evaluate one demo run; ``threads`` sets a worker process's torch threads."""
+    import torch
+
+    from calibtut.train import train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    run = train(config, None, out, device=device, overwrite=overwrite, progress=False)
+    return run.name, time.perf_counter() - start
+
+
+def _report_done(name: str, seconds: float) -> None:
+    print(f"  {name}: trained and evaluated in {seconds:.0f} s", flush=True)

@@ -1,0 +1,208 @@
+"""calibtut.report: every number of the comparison table checked against a direct computation
+from the run directories' files (numpy and scipy by hand), the Markdown, the written files, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import wilcoxon
+
+from calibtut.binning import BinStats
+from calibtut.report import collect_runs, report_markdown, report_table, write_report
+from calibtut.runs import LOSSES, RunDir, run_path
+
+IMAGES = [f"img{i}" for i in range(8)]
+CLASSES = ["organ", "ring"]  # scored classes 1 and 2; background (0) left out, as evaluation does
+SEEDS = (0, 1)
+NUM_BINS = 20
+
+
+def make_run(root, loss: str, seed: int, images=IMAGES) -> RunDir:
+    """A run directory with random but valid per-image values and bins."""
+    rng = np.random.default_rng([LOSSES.index(loss), seed])
+    run = RunDir(run_path(root, "synthetic", loss, seed))
+    run.write_config(
+        {
+            "dataset": "synthetic",
+            "loss": loss,
+            "seed": seed,
+            "class_names": ["background", *CLASSES],
+            "num_bins": NUM_BINS,
+            "activation": "softmax",
+        }
+    )
+    rows = []
+    for image in images:
+        for c, name in enumerate(CLASSES, start=1):
+            empty = bool(name == "ring" and image in ("img2", "img5"))
+            rows.append(
+                {
+                    "image_id": image,
+                    "class_index": c,
+                    "class_name": name,
+                    "dice": math.nan if empty else rng.uniform(0.5, 0.95),
+                    "ece": rng.uniform(0.01, 0.2),
+                    "ace": rng.uniform(0.05, 0.4),
+                    "mce": rng.uniform(0.2, 0.9),
+                    "empty": empty,
+                }
+            )
+    count = torch.from_numpy(rng.integers(0, 6, (len(images), len(CLASSES), NUM_BINS))).double()
+    lower = torch.arange(NUM_BINS, dtype=torch.float64) / NUM_BINS
+    pred_sum = count * (lower + torch.from_numpy(rng.uniform(0, 1 / NUM_BINS, count.shape)))
+    target_sum = torch.floor(count * torch.from_numpy(rng.uniform(0, 1, count.shape)))
+    run.write_results(rows, BinStats(pred_sum, target_sum, count), list(images), CLASSES)
+    label = np.zeros((8, 8), dtype=np.uint8)
+    label[2:6, 2:6] = 1
+    run.write_prediction(
+        images[0], rng.normal(size=(8, 8)), label, label, rng.uniform(0.5, 1, (8, 8))
+    )
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [make_run(root, loss, seed) for seed in SEEDS for loss in LOSSES]
+
+
+@pytest.fixture(scope="module")
+def table(runs):
+    return report_table(runs)
+
+
+def cell(table, scope, metric, loss):
+    rows = table[(table["scope"] == scope) & (table["metric"] == metric) & (table["loss"] == loss)]
+    assert len(rows) == 1, (scope, metric, loss)
+    return rows.iloc[0]
+
+
+def per_image_values(runs, loss, scope, metric) -> dict[tuple[int, str], float]:
+    """(seed, image) -> value, straight from per_image.csv: one class, or the paper's class mean."""
+    out = {}
+    for run in runs:
+        if run.config["loss"] != loss:
+            continue
+        frame = run.per_image()
+        for image, group in frame.groupby("image_id"):
+            if scope in CLASSES:
+                value = group.loc[group["class_name"] == scope, metric].item()
+            elif metric == "dice":
+                value = group.loc[~group["empty"], "dice"].mean()
+            else:
+                value = group[metric].mean()
+            out[(run.config["seed"], image)] = value
+    return out
+
+
+def micro_value(run: RunDir, metric: str) -> float:
+    """Errors of the pooled bins, by hand, averaged over classes."""
+    bins, _, _ = run.bins()
+    count = bins.count.sum(0).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(bins.pred_sum.sum(0).numpy() - bins.target_sum.sum(0).numpy()) / count
+    values = []
+    for c in range(count.shape[0]):
+        occupied = count[c] > 0
+        g, n = gap[c][occupied], count[c][occupied]
+        values.append({"ece": (g * n).sum() / n.sum(), "ace": g.mean(), "mce": g.max()}[metric])
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("scope", [*CLASSES, "macro"])
+@pytest.mark.parametrize("metric", ["dice", "ece", "ace", "mce"])
+def test_per_image_scopes_equal_a_direct_computation(runs, table, scope, metric):
+    baseline = per_image_values(runs, "baseline", scope, metric)
+    assert cell(table, scope, metric, "baseline")["value"] == pytest.approx(
+        np.nanmean(list(baseline.values()))
+    )
+    assert math.isnan(cell(table, scope, metric, "baseline")["pct_change"])
+    for loss in ("hard", "soft"):
+        values = per_image_values(runs, loss, scope, metric)
+        keys = [k for k in baseline if not (np.isnan(baseline[k]) or np.isnan(values[k]))]
+        b = np.array([baseline[k] for k in keys])
+        v = np.array([values[k] for k in keys])
+        change = (v - b) / b * 100
+        row = cell(table, scope, metric, loss)
+        assert row["value"] == pytest.approx(np.nanmean(list(values.values())))
+        assert row["pct_change"] == pytest.approx(change.mean())
+        assert row["pct_std"] == pytest.approx(change.std())
+        assert row["n"] == len(keys) == (12 if (scope == "ring" and metric == "dice") else 16)
+        assert row["p_value"] == pytest.approx(wilcoxon(v, b).pvalue)
+
+
+@pytest.mark.parametrize("metric", ["ece", "ace", "mce"])
+def test_micro_scope_equals_pooled_bins_by_hand(runs, table, metric):
+    by = {(r.config["loss"], r.config["seed"]): micro_value(r, metric) for r in runs}
+    for loss in LOSSES:
+        row = cell(table, "micro", metric, loss)
+        assert row["value"] == pytest.approx(np.mean([by[(loss, s)] for s in SEEDS]))
+        if loss != "baseline":
+            change = [
+                (by[(loss, s)] - by[("baseline", s)]) / by[("baseline", s)] * 100 for s in SEEDS
+            ]
+            assert row["pct_change"] == pytest.approx(np.mean(change))
+            assert row["n"] == len(SEEDS) and math.isnan(row["p_value"])  # no test over 2 seeds
+    assert not ((table["scope"] == "micro") & (table["metric"] == "dice")).any()
+
+
+def test_table_order_and_markdown(table):
+    assert list(dict.fromkeys(table["scope"])) == [*CLASSES, "macro", "micro"]
+    assert list(dict.fromkeys(table["metric"])) == ["dice", "ece", "ace", "mce"]
+    text = report_markdown(table)
+    assert "## synthetic" in text and "### ACE" in text
+    assert "| scope | baseline | hard | Δ% hard | soft | Δ% soft |" in text
+    soft = cell(table, "organ", "ace", "soft")
+    expected = f"{soft['pct_change']:+.1f} ± {soft['pct_std']:.1f}% (p={soft['p_value']:.2g})"
+    line = next(
+        line for line in text.splitlines() if line.startswith("| organ |") and expected in line
+    )
+    assert f"{cell(table, 'organ', 'ace', 'baseline')['value']:.4f}" in line
+
+
+def test_write_report_files(runs, tmp_path):
+    out = tmp_path / "report"
+    table = write_report([runs[0].path.parents[1]], out)
+    text = (out / "report.md").read_text()
+    assert report_markdown(table) in text and "6 runs" in text
+    written = pd.read_csv(out / "report.csv")
+    pd.testing.assert_frame_equal(
+        written[["pct_change", "value"]],
+        table[["pct_change", "value"]].astype(float),
+        check_exact=False,
+    )
+    for name in ("reliability_histograms", "reliability_diagrams", "overlays"):
+        assert (out / "figures" / f"synthetic_{name}.png").is_file()
+        assert f"figures/synthetic_{name}.png" in text
+
+
+def test_baseline_only_has_no_comparison(tmp_path):
+    run = make_run(tmp_path, "baseline", 0)
+    table = report_table([run])
+    assert table["pct_change"].isna().all() and set(table["loss"]) == {"baseline"}
+    assert "Δ%" not in report_markdown(table)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a run directory"):
+        collect_runs([tmp_path / "nowhere"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no evaluated run directory"):
+        collect_runs([tmp_path / "empty"])
+    unevaluated = RunDir(tmp_path / "half")
+    unevaluated.write_config({"dataset": "synthetic", "loss": "hard", "seed": 0})
+    with pytest.raises(ValueError, match="has not been evaluated"):
+        collect_runs([unevaluated.path])
+    lonely = [make_run(tmp_path / "x", "baseline", 0), make_run(tmp_path / "x", "soft", 1)]
+    with pytest.raises(ValueError, match="no baseline run for the soft run"):
+        report_table(lonely)
+    other_images = [
+        make_run(tmp_path / "y", "baseline", 0),
+        make_run(tmp_path / "y", "hard", 0, IMAGES[:-1]),
+    ]
+    with pytest.raises(ValueError, match="missing from the hard run"):
+        report_table(other_images)

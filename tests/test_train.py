@@ -1,0 +1,333 @@
+"""calibtut.train: presets, training steps on synthetic data and on every phantom, complete and
+resumed runs, evaluation checked against calibtut.metrics recomputed by hand, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.data import list_data_collate
+from monai.networks import one_hot
+
+import calibtut.train as T
+from calibtut.binning import hard_binning
+from calibtut.data import spec as real_spec
+from calibtut.data import write_phantom
+from calibtut.metrics import image_results
+from calibtut.runs import RunDir, find_runs
+from calibtut.train import TrainConfig, Training, evaluate, is_finished, load_checkpoint, train
+
+PHANTOMS = ("acdc", "amos", "kits", "brats")
+# Small enough that a whole run (train, validate, evaluate) takes a second or two.
+SMALL_SYNTHETIC = dict(
+    image_size=(32, 32), patch_size=(32, 32), val_window=(32, 32), n_train=6, n_val=2, n_test=3
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread (and leave the other cores to others)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_synthetic(monkeypatch):
+    """The synthetic dataset at 32 x 32 with 6/2/3 images: what `train` sees as "synthetic"."""
+
+    def small(name):
+        s = real_spec(name)
+        return s.replace(**SMALL_SYNTHETIC) if name == "synthetic" else s
+
+    monkeypatch.setattr(T, "spec", small)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    base = tmp_path_factory.mktemp("phantoms")
+    return {name: write_phantom(name, base / name, seed=0) for name in PHANTOMS}
+
+
+def tiny(loss="baseline", seed=0, **overrides) -> TrainConfig:
+    values = {"epochs": 2, "val_every": 1, "width": 4, "save_predictions": 2, **overrides}
+    return TrainConfig.for_dataset("synthetic", loss, seed, **values)
+
+
+def files(run: RunDir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+
+
+# --- presets and configs --------------------------------------------------------------------
+
+
+def test_presets_are_the_papers_hyper_parameters():
+    acdc = TrainConfig.for_dataset("acdc", "soft", 3)
+    assert (acdc.epochs, acdc.lr, acdc.batch_size, acdc.weight_decay) == (600, 2e-4, 2, 1e-5)
+    assert (acdc.warmup_epochs, acdc.val_every, acdc.network, acdc.width) == (
+        2,
+        10,
+        "segresnetds",
+        32,
+    )
+    assert (acdc.loss, acdc.seed, acdc.num_bins, acdc.ace_weight) == ("soft", 3, 20, 0.33)
+    kits = TrainConfig.for_dataset("kits")
+    assert (kits.epochs, kits.lr) == (1250, 1e-4)
+    assert TrainConfig.for_dataset("synthetic").network == "unet"
+
+
+def test_overrides_and_round_trip():
+    config = TrainConfig.for_dataset("amos", "hard", epochs=5, lr=None, patch_size=[64, 64, 32])
+    assert (config.epochs, config.lr, config.patch_size) == (5, 2e-4, (64, 64, 32))
+    assert TrainConfig.from_dict({**config.to_dict(), "versions": {"torch": "x"}}) == config
+    assert config.dataset_spec().patch_size == (64, 64, 32)
+    assert config.dataset_spec().val_window == real_spec("amos").val_window
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: TrainConfig.for_dataset("mnist"), ValueError, "unknown dataset 'mnist'"),
+        (lambda: TrainConfig.for_dataset("acdc", "focal"), ValueError, "unknown loss 'focal'"),
+        (
+            lambda: TrainConfig.for_dataset("acdc", epochs=0),
+            ValueError,
+            "epochs must be a positive",
+        ),
+        (lambda: TrainConfig.for_dataset("acdc", max_steps=0), ValueError, "max_steps"),
+        (lambda: TrainConfig.for_dataset("acdc", seed=-1), ValueError, "seed must be"),
+        (lambda: TrainConfig.for_dataset("acdc", lr=-1.0), ValueError, "lr > 0"),
+        (lambda: TrainConfig.for_dataset("acdc", network="vnet"), ValueError, "unknown network"),
+        (lambda: TrainConfig.for_dataset("acdc", epoch=3), TypeError, "unknown TrainConfig field"),
+    ],
+)
+def test_bad_configs(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_select_device():
+    assert T.select_device("cpu") == torch.device("cpu")
+    expected = (
+        "cuda"
+        if torch.cuda.is_available()
+        else "mps"
+        if torch.backends.mps.is_available()
+        else "cpu"
+    )
+    assert T.select_device().type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            T.select_device("cuda")
+
+
+# --- training steps -------------------------------------------------------------------------
+
+
+def overfit(config: TrainConfig, data, batch, steps: int) -> list[float]:
+    training = Training.create(config, data, torch.device("cpu"), total_steps=steps)
+    images, labels = batch["image"].as_tensor(), batch["label"].as_tensor()
+    return [float(training.step(images, labels)) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("loss", ["baseline", "hard", "soft"])
+def test_a_few_steps_decrease_the_loss_on_synthetic(loss):
+    data = real_spec("synthetic").replace(**SMALL_SYNTHETIC)
+    batch = list_data_collate([data.dataset(None, "train", cache=False)[i] for i in range(2)])
+    config = tiny(loss, width=8, warmup_epochs=0, lr=1e-2)
+    losses = overfit(config, data, batch, steps=12)
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", PHANTOMS)
+def test_a_few_steps_decrease_the_loss_on_each_phantom(phantoms, name):
+    """The paper's SegResNetDS with deep supervision, on each dataset's real loading pipeline."""
+    data = real_spec(name).replace(patch_size=(32, 32, 16))
+    items = data.dataset(phantoms[name], "train", cache=False)[0]
+    batch = list_data_collate([items])
+    config = TrainConfig.for_dataset(
+        name, "hard", width=4, warmup_epochs=0, lr=1e-2, patch_size=(32, 32, 16)
+    )
+    network = T.build_network(config, data).train()
+    outputs = network(batch["image"].as_tensor())
+    assert isinstance(outputs, list) and len(outputs) == 4  # deep supervision heads
+    assert outputs[0].shape[1] == data.out_channels
+    losses = overfit(config, data, batch, steps=8)
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-2:]) < losses[0], losses
+
+
+# --- whole runs -----------------------------------------------------------------------------
+
+
+def test_train_writes_a_complete_run(small_synthetic, tmp_path):
+    run = train(tiny("soft"), None, tmp_path, progress=False)
+    assert run.path == tmp_path / "synthetic" / "soft" / "seed_0"
+    config = run.config
+    assert config["class_names"] == ["background", "organ", "ring", "lesion"]
+    assert (config["activation"], config["num_bins"], config["loss"], config["seed"]) == (
+        "softmax",
+        20,
+        "soft",
+        0,
+    )
+    assert config["versions"]["torch"] == torch.__version__ and config["device"] == "cpu"
+    history = run.history()
+    assert history["epoch"].tolist() == [1, 2] and history["step"].tolist() == [3, 6]
+    assert (
+        history[["train_loss", "val_dice", "val_ace", "val_ace_lesion", "lr"]].notna().all().all()
+    )
+    assert is_finished(run) and (run.path / "best.pt").is_file()
+    per_image = run.per_image()
+    assert len(per_image) == 3 * 3  # test images x scored classes (background left out)
+    assert sorted(set(per_image["class_index"])) == [1, 2, 3]
+    bins, ids, names = run.bins()
+    assert bins.count.shape == (3, 3, 20) and names == ["organ", "ring", "lesion"]
+    assert ids == [f"synthetic_test_{i:04d}" for i in range(3)]
+    assert run.prediction_ids() == ids[:2]
+    assert [r.path for r in find_runs(tmp_path)] == [run.path]
+
+
+def test_max_steps_caps_training(small_synthetic, tmp_path):
+    run = train(tiny(epochs=4, max_steps=4), None, tmp_path, progress=False)
+    assert run.history()["step"].tolist() == [3, 4]  # the cap ends epoch 2 early, and training
+    assert is_finished(run)
+
+
+def test_resume_equals_uninterrupted(small_synthetic, tmp_path, monkeypatch):
+    config = tiny("hard", epochs=3, val_every=2)
+    whole = train(config, None, tmp_path / "whole", progress=False)
+
+    real_epoch = T._train_epoch
+
+    def killed_in_epoch_3(training, dataset, cfg, epoch, state, progress):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real_epoch(training, dataset, cfg, epoch, state, progress)
+
+    monkeypatch.setattr(T, "_train_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, None, tmp_path / "resumed", progress=False)
+    resumed = RunDir(tmp_path / "resumed" / "synthetic" / "hard" / "seed_0")
+    assert not resumed.is_evaluated and not is_finished(resumed)  # never looks complete
+    assert load_checkpoint(resumed.checkpoint_path)["epoch"] == 2
+    assert find_runs(tmp_path / "resumed") == []
+    with pytest.raises(ValueError, match="has not finished training"):
+        evaluate(resumed, progress=False)
+
+    monkeypatch.setattr(T, "_train_epoch", real_epoch)
+    train(config, None, tmp_path / "resumed", progress=False)
+    times = ["epoch_time_s"]
+    pd.testing.assert_frame_equal(
+        whole.history().drop(columns=times), resumed.history().drop(columns=times)
+    )
+    a, b = load_checkpoint(whole.checkpoint_path), load_checkpoint(resumed.checkpoint_path)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    pd.testing.assert_frame_equal(whole.per_image(), resumed.per_image())
+
+
+def test_finished_or_different_runs_are_not_overwritten(small_synthetic, tmp_path):
+    run = train(tiny(), None, tmp_path, progress=False)
+    before = files(run)
+    with pytest.raises(FileExistsError, match="finished run"):
+        train(tiny(), None, tmp_path, progress=False)
+    with pytest.raises(FileExistsError, match="different config"):
+        train(tiny(lr=1e-4), None, tmp_path, progress=False)
+    assert files(run) == before
+    train(tiny(lr=1e-4), None, tmp_path, progress=False, overwrite=True)
+    assert run.config["lr"] == 1e-4 and is_finished(run)
+
+
+def test_evaluate_equals_metrics_recomputed_by_hand(small_synthetic, tmp_path):
+    run = train(tiny("soft"), None, tmp_path, progress=False)
+    config = TrainConfig.from_dict(run.config)
+    data = config.dataset_spec()
+    network = T.build_network(config, data)
+    network.load_state_dict(load_checkpoint(run.path / "best.pt")["model"])
+    network.eval()
+    per_image = run.per_image().set_index(["image_id", "class_name"])
+    bins, ids, names = run.bins()
+    for b, case in enumerate(data.dataset(None, "test", cache=False)):
+        image, label = case["image"].as_tensor()[None], case["label"].as_tensor()[None]
+        with torch.no_grad():  # the image is one window: a plain forward pass is the inference
+            probs = torch.softmax(network(image), 1)
+        target = one_hot(label, 4)
+        expected = image_results(probs, target, 20)
+        for c, name in enumerate(names, start=1):
+            row = per_image.loc[(case["id"], name)]
+            assert row["dice"] == pytest.approx(float(expected.dice[0, c]), abs=1e-6, nan_ok=True)
+            for metric in ("ece", "ace", "mce"):
+                value = float(getattr(expected.errors, metric)[0, c])
+                assert row[metric] == pytest.approx(value, abs=1e-5), (case["id"], name, metric)
+            assert bool(row["empty"]) == ((label == c).sum().item() == 0)
+        reference = hard_binning(probs[:, 1:], target[:, 1:], 20)
+        assert torch.equal(bins.count[b], reference.count[0].double())
+        torch.testing.assert_close(
+            bins.pred_sum[b], reference.pred_sum[0].double(), atol=1e-4, rtol=1e-5
+        )
+        assert ids[b] == case["id"]
+        if case["id"] in run.prediction_ids():
+            saved = run.prediction(case["id"])
+            np.testing.assert_array_equal(saved["label"], label[0, 0].numpy())
+            for c in (1, 2, 3):  # Dice from the saved prediction map, by hand
+                truth, pred = saved["label"] == c, saved["prediction"] == c
+                if truth.any():
+                    dice = 2 * (truth & pred).sum() / (truth.sum() + pred.sum())
+                    assert per_image.loc[(case["id"], names[c - 1]), "dice"] == pytest.approx(dice)
+            np.testing.assert_allclose(saved["confidence"], probs[0].amax(0).numpy(), atol=1e-3)
+
+
+def test_nan_loss_is_a_clear_error(small_synthetic, tmp_path, monkeypatch):
+    real_build_loss = T.build_loss
+
+    class NaNLoss(torch.nn.Module):
+        def __init__(self, loss):
+            super().__init__()
+            self.loss = loss
+
+        def forward(self, outputs, labels):
+            return self.loss(outputs, labels) * float("nan")
+
+    def nan_loss(config, data, validate=True):
+        return NaNLoss(real_build_loss(config, data, validate))
+
+    monkeypatch.setattr(T, "build_loss", nan_loss)
+    with pytest.raises(FloatingPointError, match="epoch 1, step 1"):
+        train(tiny(), None, tmp_path, progress=False)
+    assert find_runs(tmp_path) == []
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(small_synthetic, tmp_path):
+    run = train(tiny(), None, tmp_path, progress=False)
+    run.checkpoint_path.write_bytes(b"not a checkpoint")
+    before = files(run)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        evaluate(run, progress=False)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        train(tiny(), None, tmp_path, progress=False)  # resuming reads the checkpoint first
+    assert files(run) == before
+
+
+def test_checkpoint_of_another_dataset_is_refused(small_synthetic, tmp_path):
+    run = train(tiny(), None, tmp_path, progress=False)
+    state = load_checkpoint(run.path / "best.pt")
+    torch.save({**state, "dataset": "acdc"}, run.path / "best.pt")
+    with pytest.raises(ValueError, match="belongs to dataset 'acdc'"):
+        evaluate(run, progress=False)
+
+
+def test_bad_data_dirs_write_nothing(small_synthetic, tmp_path, phantoms):
+    with pytest.raises(ValueError, match="generated in memory"):
+        train(tiny(), tmp_path / "data", tmp_path / "runs", progress=False)
+    acdc = TrainConfig.for_dataset("acdc", width=4, max_steps=1, patch_size=(32, 32, 16))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(acdc, tmp_path / "missing", tmp_path / "runs", progress=False)
+    with pytest.raises(FileNotFoundError, match="acdc: missing folder .*amos/training"):
+        train(acdc, phantoms["amos"], tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
