@@ -93,7 +93,9 @@ class RunDir:
     @property
     def config(self) -> dict[str, Any]:
         if not self.config_path.is_file():
-            raise FileNotFoundError(f"{self.path} is not a run directory: {self.config_path} is missing.")
+            raise FileNotFoundError(
+                f"{self.path} is not a run directory: {self.config_path} is missing."
+            )
         try:
             return json.loads(self.config_path.read_text())
         except json.JSONDecodeError as err:
@@ -125,7 +127,9 @@ class RunDir:
         frame = pd.read_csv(self.per_image_path, dtype={"image_id": str})
         missing = [c for c in PER_IMAGE_COLUMNS if c not in frame.columns]
         if missing:
-            raise ValueError(f"{self.per_image_path} lacks columns {missing}; expected {PER_IMAGE_COLUMNS}.")
+            raise ValueError(
+                f"{self.per_image_path} lacks columns {missing}; expected {PER_IMAGE_COLUMNS}."
+            )
         return frame
 
     def bins(self) -> tuple[BinStats, list[str], list[str]]:
@@ -143,7 +147,11 @@ class RunDir:
                 raise ValueError(f"{self.bins_path} lacks array {err}.") from err
 
     def write_results(
-        self, rows: list[dict[str, Any]], bins: BinStats, image_ids: list[str], class_names: list[str]
+        self,
+        rows: list[dict[str, Any]],
+        bins: BinStats,
+        image_ids: list[str],
+        class_names: list[str],
     ) -> None:
         """Write ``bins.npz`` then ``per_image.csv`` (each atomically): the run is then evaluated."""
         frame = pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS))
