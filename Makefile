@@ -30,6 +30,7 @@ lab: $(STAMP)  ## JupyterLab on the course
 
 bench: $(STAMP)  ## speed and memory tables (benchmarks/)
 	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_widgets.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check calibtut tests benchmarks notebooks

@@ -905,6 +905,7 @@ def binning_figure(
 _LOSS_COLOURS = {"baseline": "0.75", "hard": "tab:blue", "soft": "tab:orange"}
 
 
+@styled
 def plot_per_image_distributions(
     frame: pd.DataFrame, metrics: Sequence[str] = ("macro_ace", "dice")
 ) -> Figure:
@@ -913,8 +914,7 @@ def plot_per_image_distributions(
     One row of panels per metric, one column per dataset (in the frame's order), one box per
     source and loss, so the spread over images that the paper's mean ± std summarises, and a
     user's runs beside the paper's, are seen at once. Rows share their y axis; NaN values (e.g. a
-    Dice with every class empty) are left out of the boxes. Returns a bare
-    :class:`~matplotlib.figure.Figure` (no pyplot state): Jupyter displays it, ``savefig`` writes it.
+    Dice with every class empty) are left out of the boxes.
     """
     frame = check_frame(frame)
     absent = [metric for metric in metrics if metric not in set(frame["metric"])]
@@ -925,7 +925,7 @@ def plot_per_image_distributions(
         )
     datasets = list(dict.fromkeys(frame["dataset"]))
     sources = list(dict.fromkeys(frame["source"]))
-    fig = Figure(figsize=(3.2 * len(datasets), 3.0 * len(metrics)), layout="constrained")
+    fig = new_figure(3.2 * len(datasets), 3.0 * len(metrics))
     axes = fig.subplots(len(metrics), len(datasets), sharey="row", squeeze=False)
     for row, metric in enumerate(metrics):
         for column, dataset in enumerate(datasets):
