@@ -1,0 +1,147 @@
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/calibtut/calibtut/blob/main/notebooks/00_start_here.ipynb)
+#
+# # 00 · Start here: reliable uncertainty in medical image segmentation
+#
+# A segmentation network gives every voxel a probability for every class. When it says
+# "liver, 0.95" for a thousand voxels, about 950 of them should be liver. If only 800 are, the
+# network is **overconfident**: its probabilities look more certain than its answers deserve.
+# A network whose probabilities match how often it is right is **calibrated**. A calibrated
+# network tells a clinician which parts of a contour to check; an uncalibrated one does not.
+#
+# Networks trained with the usual Dice and cross-entropy losses are overconfident, mostly
+# along the boundaries of structures. This course follows Barfoot et al.,
+# [*Average Calibration Losses for Reliable Uncertainty in Medical Image Segmentation*](https://arxiv.org/abs/2506.03942),
+# which adds a third term to the loss, the **marginal L1 Average Calibration Error (mL1-ACE)**,
+# computed with **hard** or **soft** binning of the probabilities. You will learn to measure
+# calibration, derive and train with these losses, and inspect what they change, first on a
+# small synthetic dataset that trains on a laptop, then on the paper's four datasets.
+#
+# ## The course
+#
+# | notebook | what it teaches | runs on | time (2-core CPU) |
+# |---|---|---|---|
+# | **00 start here** | this map, how to run the course, a two-minute tour | CPU | 1 min |
+# | **01 what is calibration** | reliability diagrams; ECE, ACE and MCE by hand; over- and under-confidence; why segmentation needs per-class, per-image metrics | CPU | 10 s |
+# | **02 hard and soft binning** | the mL1-ACE loss step by step, its gradient with hard and soft bins, empty bins, the number of bins, a binning playground | CPU | 10 s |
+# | **03 training with calibration losses** | Dice+CE vs + hard vs + soft mL1-ACE on the synthetic data: learning curves, the Dice-ACE trade-off, reliability before and after | CPU | 3-5 min |
+# | **04 ACDC · 05 AMOS · 06 KiTS23 · 07 BraTS21** | each dataset, its classes (overlapping regions in KiTS and BraTS), the paper's preprocessing and configuration, training and evaluation | GPU; without the data, a phantom on the CPU | hours per run on a GPU; 20 s on a phantom |
+# | **08 exploring reliability** | per-image reliability diagrams and dataset reliability histograms with interactive explorers | CPU | 15 s after 03 |
+# | **09 the paper's results** | the paper's tables reproduced from its published per-image results, beside your runs | CPU | 10 s |
+#
+# ## How to run it
+#
+# * **On your machine**: `make lab` in the repository creates `.venv/`, installs calibtut and
+#   opens this notebook in JupyterLab.
+# * **Binder**: the *launch binder* badge in the README opens the course in a browser tab, on a
+#   CPU. That is enough for every notebook except the full-size runs of 04-07.
+# * **Colab**: every notebook has an *Open in Colab* badge at the top. Its first code cell
+#   installs calibtut when (and only when) it runs in Colab. For 04-07 choose a GPU under
+#   *Runtime → Change runtime type*.
+#
+# Every notebook finds a GPU by itself and uses it; without one it runs on the CPU. Each has a
+# cell of **parameters** below the set-up cell: change them there, or pass them from the command
+# line with [papermill](https://papermill.readthedocs.io) (that is how the tests run every
+# notebook, with `smoke=True`: a few training steps on tiny settings).
+
+# %%
+# Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    requirement = "calibtut @ git+https://github.com/calibtut/calibtut"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+    from calibtut.course import enable_colab
+
+    enable_colab()
+
+# %% tags=["parameters"]
+smoke = False  # True: a few training steps on small settings (what the tests run)
+data_dir = None  # not used here: the synthetic data is generated in memory
+device = None  # None: the GPU if there is one, else the CPU; or "cuda", "mps", "cpu"
+epochs = 4  # the tour trains this many epochs (the synthetic preset is 20)
+run_root = "runs"  # where runs and this notebook's results are written
+
+# %% [markdown]
+# ## The two-minute tour
+#
+# We train the same small U-Net twice on calibtut's synthetic dataset, 64 x 64 images with an
+# organ, a thin ring and a small lesion whose boundaries are deliberately ambiguous: once with
+# the usual Dice + cross-entropy loss (the *baseline*) and once with the soft mL1-ACE added
+# (*soft*). `resolve_settings` turns the parameters above into training settings and says what
+# they are; `train_losses` trains one run per loss, or reuses a finished one.
+
+# %%
+from pathlib import Path
+
+from IPython.display import display
+
+from calibtut import course, plots
+
+settings = course.resolve_settings(
+    "synthetic", smoke=smoke, device=device, epochs=epochs, run_root=Path(run_root) / "tour"
+)
+runs = course.train_losses(settings, data_dir, losses=("baseline", "soft"))
+
+# %% [markdown]
+# Each run is a folder, `runs/tour/synthetic/<loss>/seed_0/`, holding its configuration, its
+# learning curve, its weights and its results on 60 test images: per image and class the Dice
+# score and three calibration errors (ECE, ACE, MCE, all explained in notebook 01). Averaged over
+# the test images:
+
+# %%
+summary = course.headline(runs)
+display(summary)
+
+# %% [markdown]
+# Dice measures the segmentation, the other three columns measure miscalibration (lower is
+# better). After a few epochs the soft run typically has the lower ACE, while its Dice may still
+# lag behind: the extra loss term slows the start of training. Notebook 03 trains for longer
+# and looks closer.
+#
+# Numbers average away *where* a model is miscalibrated. A **reliability diagram** shows it:
+# the voxels of one image are grouped by predicted probability into 20 bins; each bar is the
+# fraction of a bin's voxels that truly belong to the class. A calibrated model's bars reach the
+# diagonal. Red hatching is the gap; below the diagonal means overconfident. The strip under each
+# panel counts voxels per bin (log scale).
+
+# %%
+bins = {loss: run.bins()[0] for loss, run in runs.items()}
+class_names = runs["baseline"].bins()[2]
+plots.compare_reliability_diagrams(bins, class_names, image=0, title="test image 0")
+
+# %% [markdown]
+# Most voxels sit in the first and last bins (surely not, surely yes) and are right; the
+# middle bins hold the boundary voxels, few in number but where calibration matters. Those are
+# the bins the ACE weighs as much as the others, and those the soft loss pulls towards the
+# diagonal. The same image, with the prediction, the confidence (the largest class probability)
+# and the errors:
+
+# %%
+arrays = {loss: run.prediction(run.prediction_ids()[0]) for loss, run in runs.items()}
+plots.compare_image_overlays(arrays, runs["baseline"].config["class_names"])
+
+# %% [markdown]
+# The confidence map is where a reader would look for "check here": dark bands should cover
+# the errors. A last cell records the tour's numbers in `runs/course/00_start_here.json`
+# (every notebook ends with such a file; the tests read it).
+
+# %%
+course.save_result(
+    run_root,
+    "00_start_here",
+    {
+        "device": str(settings.device),
+        "runs": {loss: run.path for loss, run in runs.items()},
+        "summary": summary,
+    },
+)
+
+# %% [markdown]
+# ## Where next
+#
+# Notebook **01** starts from the beginning: what calibration is and how it is measured.
+# If you are here for the losses, **02** derives them and **03** trains them; if you have
+# one of the paper's datasets, go to **04-07**.

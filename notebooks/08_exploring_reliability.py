@@ -1,0 +1,206 @@
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/calibtut/calibtut/blob/main/notebooks/08_exploring_reliability.ipynb)
+#
+# # 08 · Exploring reliability
+#
+# A table of mean ACE values says *that* one model is better calibrated than another. To
+# trust a model with a patient you also want to know *where* and *how* it is miscalibrated:
+# on which images, for which structures, overconfident or underconfident. This notebook
+# explores trained runs with two interactive explorers:
+#
+# * the **image explorer**: one test image under several runs, its reliability diagrams per
+#   class, its metrics and (for the first few test images) the image, prediction, confidence
+#   and errors;
+# * the **dataset explorer**: dataset reliability histograms, which summarise every test image
+#   at once, per class, beside the macro and micro calibration errors.
+#
+# Both read only the run directories: the bins saved by evaluation (`bins.npz`) redraw every
+# diagram without running the network, so runs trained on a GPU elsewhere can be explored on a
+# laptop. By default the notebook explores the synthetic runs of notebook 03 (training them first
+# if they are not there); set `runs_folder` to explore others, e.g. `"runs/acdc"`.
+
+# %%
+# Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    requirement = "calibtut @ git+https://github.com/calibtut/calibtut"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+    from calibtut.course import enable_colab
+
+    enable_colab()
+
+# %% tags=["parameters"]
+smoke = False  # True: a few training steps on small settings, if runs must be trained
+data_dir = None  # not needed for the synthetic runs
+device = None  # None: the GPU if there is one, else the CPU (only used to train missing runs)
+epochs = None  # None: the synthetic preset's 20, as in notebook 03
+run_root = "runs"  # where notebook 03 wrote its runs, and this notebook its results
+runs_folder = None  # None: the synthetic runs of notebook 03; or a folder of runs to explore
+
+# %% [markdown]
+# ## The runs
+#
+# The evaluated runs under `runs_folder` (by default notebook 03's, under `run_root`). If there
+# are none, the three synthetic runs of notebook 03 are trained first, with the parameters
+# above (a few minutes on a CPU).
+
+# %%
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import display
+
+from calibtut import course
+from calibtut.metrics import dataset_reliability_histogram
+from calibtut.runs import find_runs
+from calibtut.widgets import ALL_CLASSES, DatasetExplorer, ImageExplorer
+
+if runs_folder is None:
+    runs_folder = Path(run_root) / "synthetic"
+    if not (runs_folder.is_dir() and find_runs(runs_folder)):
+        settings = course.resolve_settings(
+            "synthetic", smoke=smoke, device=device, epochs=epochs, run_root=run_root
+        )
+        course.train_losses(settings, data_dir)
+found = find_runs(runs_folder)
+by_loss = {run.config["loss"]: run for run in found}
+print("\n".join(f"{run.name}: {run.path}" for run in found))
+
+# %% [markdown]
+# ## One image at a time
+#
+# Pick runs on the left (hold Ctrl or Shift for several), then an image and a class. The
+# table gives the image's metrics under each run; below are its reliability diagrams (one row
+# per run) and, for the first few test images, whose predictions evaluation saved, the image,
+# ground truth, prediction, confidence and errors.
+
+# %%
+images = ImageExplorer(found)
+display(images)
+
+# %% [markdown]
+# Which image should you look at first? The one where the runs disagree most is a good
+# start. Per test image, the ACE averaged over classes, for each run, and the image where the
+# soft loss changed it most (either way):
+
+# %%
+ace_per_image = pd.DataFrame(
+    {loss: run.per_image().groupby("image_id")["ace"].mean() for loss, run in by_loss.items()}
+)
+change = (ace_per_image["soft"] - ace_per_image["baseline"]).abs()
+most_changed = change.idxmax()
+display(ace_per_image.loc[[most_changed]])
+images.image.value = most_changed  # what choosing it in the dropdown does
+images.class_index.value = ALL_CLASSES  # and "all classes" in the class dropdown
+
+# %% [markdown]
+# It may well be an image the soft loss made *worse*: a better mean over the test set does not
+# mean that every image improved, and only the per-image view shows which ones did not. The
+# explorer above now shows that image, all classes at once. (In a notebook without a running
+# kernel, a static page, widgets stay blank, so here is what it draws.)
+
+# %%
+display(images.metrics_table, images.diagram_figure)
+
+# %% [markdown]
+# Check the counts strips before trusting a bar: a bin that holds one or two voxels can show a
+# gap of almost 1 and set the image's MCE on its own. The ACE gives such a bin one vote among
+# the occupied bins, the MCE gives it all of them, one reason why the paper optimises and
+# reports the ACE.
+
+# %% [markdown]
+# ## The whole test set: dataset reliability histograms
+#
+# A reliability diagram per image is detailed but there are dozens of images. A **dataset
+# reliability histogram** keeps the detail and drops the image count. For every test image
+# and every occupied confidence bin $k$ (x axis) it adds one count at the bin $j$ (y axis) of
+# that bin's mean ground truth. So each image contributes up to 20 counts per class, and:
+#
+# * a calibrated model puts its mass on the **diagonal**;
+# * right of the middle (confidence above 0.5), mass **below** the diagonal is overconfidence:
+#   the model said 0.8 and the class was there less often; left of the middle, mass **above**
+#   the diagonal is overconfidence too, about the class's absence (it said 0.2 and the class
+#   was there more often);
+# * mass on the other side of the diagonal is underconfidence;
+# * the colour is how many images put a bin there, on a log scale; the strip below each panel is
+#   the number of voxels per confidence bin, pooled over the test set.
+#
+# The explorer shows one row per selected run: a panel for the chosen class (or every class)
+# and the average of all classes. The table beside it gives macro (per image, then averaged)
+# and micro (pooled bins) ECE, ACE and MCE. The `bins` control merges neighbouring bins
+# (exactly, from the saved sums) to see how the picture depends on the number of bins.
+
+# %%
+dataset = DatasetExplorer(found)
+display(dataset)
+
+# %% [markdown]
+# The same with every class, as static output:
+
+# %%
+dataset.class_index.value = ALL_CLASSES
+display(dataset.figure, dataset.table)
+
+# %% [markdown]
+# ## What the histograms show that one number hides
+#
+# **Direction.** An ACE of 0.15 may be overconfidence, underconfidence or both. Sorting each
+# histogram's counts by the rules above tells them apart: a count is *overconfident* when the
+# predicted probability is more extreme than the truth of its bin (further from 0.5 on the same
+# side, or on the wrong side), *underconfident* when it is less extreme.
+
+# %%
+direction = {}
+for loss, run in by_loss.items():
+    bins, _, class_names = run.bins()
+    histogram = dataset_reliability_histogram(bins).numpy()  # (class, truth bin, confidence bin)
+    truth_bin, confidence_bin = np.indices(histogram.shape[1:])
+    right = confidence_bin >= bins.num_bins // 2  # confidence of 0.5 or more
+    over = ((truth_bin < confidence_bin) & right) | ((truth_bin > confidence_bin) & ~right)
+    under = ((truth_bin > confidence_bin) & right) | ((truth_bin < confidence_bin) & ~right)
+    for c, name in enumerate(class_names):
+        total = histogram[c].sum()
+        direction[(loss, name)] = {
+            "overconfident": histogram[c][over].sum() / total,
+            "on the diagonal": histogram[c][truth_bin == confidence_bin].sum() / total,
+            "underconfident": histogram[c][under].sum() / total,
+        }
+direction = pd.DataFrame(direction).T.rename_axis(["run", "class"])
+display(direction.round(3))
+
+# %% [markdown]
+# **Failure modes.** Look at the lesion panels of the histograms: a band along the bottom
+# edge, across all confidence bins. Those are the images with no lesion at all (a fifth of
+# them). Every voxel's truth is 0, so every occupied bin's mean ground truth is 0, however
+# confident the model was: each count on that row, right of the first bins, is a lesion the
+# model half-believed in where there was none. The band along the top edge is the opposite:
+# bins whose voxels were all lesion although the model gave them a low probability, small
+# lesions it half-missed. The mean ACE mixes these with the boundary errors of well-found
+# lesions; the histogram keeps them apart.
+#
+# **Where it happens.** Every image has bins in the bottom-left and top-right corners: its
+# easy voxels, surely absent or surely present, and right. The middle of each panel is the
+# boundary voxels. A calibration loss that helps pulls the middle towards the diagonal, and the
+# rows of the explorer put the runs side by side to compare exactly that.
+#
+# The numbers, for the record:
+
+# %%
+course.save_result(
+    run_root,
+    "08_exploring_reliability",
+    {
+        "runs": {run.name: run.path for run in found},
+        "most_changed_image": most_changed,
+        "ace_per_image": ace_per_image.loc[most_changed],
+        "dataset_table": dataset.table.reset_index().to_dict(orient="records"),
+        "direction": direction.reset_index().to_dict(orient="records"),
+    },
+)
+
+# %% [markdown]
+# Next, notebook **09** puts the paper's own published results, image by image, beside yours.
