@@ -65,16 +65,22 @@ class _L1ACELoss(_Loss):
         self.ignore_empty_classes = ignore_empty_classes
         self.validate = validate
         class_weight = None if weight is None else torch.as_tensor(weight, dtype=torch.float32)
-        if class_weight is not None and (class_weight.ndim > 1 or (class_weight < 0).any()):
-            raise ValueError(f"weight must be a non-negative scalar or 1-D sequence, got {weight!r}.")
+        if class_weight is not None and (
+            class_weight.ndim > 1
+            or not bool(torch.isfinite(class_weight).all() and (class_weight >= 0).all())
+        ):
+            raise ValueError(
+                f"weight must be a non-negative scalar or 1-D sequence, got {weight!r}."
+            )
         self.register_buffer("class_weight", class_weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``input`` (B, C, *spatial) logits or probabilities; ``target`` one-hot or a label map."""
         probs, target = self._prepare(input, target)
-        loss = l1_ace(self._bins(probs, target))
+        bins = self._bins(probs, target)
+        loss = l1_ace(bins)
         if self.ignore_empty_classes:
-            present = target.detach().flatten(2).sum(-1) > 0
+            present = bins.target_sum.sum(-1) > 0  # the bins already hold each class's volume
             loss = torch.where(present, loss, torch.zeros_like(loss))
         if self.class_weight is not None:
             loss = loss * self._weights(loss.shape[1]).to(loss)
@@ -95,7 +101,9 @@ class _L1ACELoss(_Loss):
             )
         return w
 
-    def _prepare(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self, input: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
             raise TypeError("input and target must be torch.Tensors.")
         if input.ndim < 3:
@@ -103,7 +111,9 @@ class _L1ACELoss(_Loss):
                 f"input must have shape (B, C, *spatial) with at least 3 dims, got {tuple(input.shape)}."
             )
         if not input.is_floating_point():
-            raise TypeError(f"input must be floating point (logits or probabilities), got {input.dtype}.")
+            raise TypeError(
+                f"input must be floating point (logits or probabilities), got {input.dtype}."
+            )
         n_pred_ch = input.shape[1]
         probs = input
         if self.sigmoid:
@@ -119,7 +129,9 @@ class _L1ACELoss(_Loss):
             target = _label_map_to_onehot(target, input, self.validate)
         if not self.include_background:
             if n_pred_ch == 1:
-                warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=3)
+                warnings.warn(
+                    "single channel prediction, `include_background=False` ignored.", stacklevel=3
+                )
             else:
                 probs, target = probs[:, 1:], target[:, 1:]
         if target.shape != probs.shape:
@@ -143,9 +155,11 @@ def _label_map_to_onehot(target: torch.Tensor, input: torch.Tensor, validate: bo
         return one_hot(labels.long(), num_classes=n, dtype=torch.float32)
     if labels.is_floating_point() and not torch.equal(labels, labels.round()):
         raise ValueError("label map must hold integer class indices, found non-integer values.")
-    lo, hi = labels.min().item(), labels.max().item()
+    lo, hi = (float(v) for v in torch.aminmax(labels))
     if lo < 0 or hi >= n:
-        raise ValueError(f"label values must lie in [0, {n - 1}] for {n} classes, got [{lo:g}, {hi:g}].")
+        raise ValueError(
+            f"label values must lie in [0, {n - 1}] for {n} classes, got [{lo:g}, {hi:g}]."
+        )
     return one_hot(labels.long(), num_classes=n, dtype=torch.float32)
 
 
@@ -161,6 +175,8 @@ class SoftL1ACELoss(_L1ACELoss):
 
     def __init__(self, *args, empty_weight: float = 0.01, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if not empty_weight >= 0:
+            raise ValueError(f"empty_weight must be >= 0, got {empty_weight!r}.")
         self.empty_weight = empty_weight
 
     def _bins(self, probs: torch.Tensor, target: torch.Tensor) -> BinStats:
@@ -199,8 +215,14 @@ class ACEDiceCELoss(_Loss):
         if binning not in ("hard", "soft", None):
             raise ValueError(f"binning must be 'hard', 'soft' or None (baseline), got {binning!r}.")
         if sigmoid and softmax:
-            raise ValueError("Incompatible activations: set only one of sigmoid=True, softmax=True.")
-        for name, value in (("ace_weight", ace_weight), ("dice_weight", dice_weight), ("ce_weight", ce_weight)):
+            raise ValueError(
+                "Incompatible activations: set only one of sigmoid=True, softmax=True."
+            )
+        for name, value in (
+            ("ace_weight", ace_weight),
+            ("dice_weight", dice_weight),
+            ("ce_weight", ce_weight),
+        ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}.")
         self.binning = binning

@@ -97,9 +97,7 @@ def discretize(probs: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
     return one_hot(probs.argmax(1, keepdim=True), num_classes=probs.shape[1]).to(probs.dtype)
 
 
-def dice(
-    probs: torch.Tensor, target: torch.Tensor, multilabel: bool = False
-) -> torch.Tensor:
+def dice(probs: torch.Tensor, target: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
     """Per image and class Dice ``(B, C)`` of the discretised prediction (MONAI's ``compute_dice``).
 
     NaN where the class is absent from the ground truth (MONAI's ``ignore_empty``).
@@ -153,7 +151,7 @@ def image_results(
         bins=bins,
         dice=dice(probs, target, multilabel),
         errors=calibration_errors(bins),
-        empty=target.detach().flatten(2).sum(-1) == 0,
+        empty=bins.target_sum.sum(-1) == 0,
     )
 
 
@@ -215,7 +213,10 @@ class CumulativeCalibration(CumulativeIterationMetric):
         bins = self.bins()
         per_image = calibration_errors(bins)
         micro = micro_errors(bins)
-        out: dict[str, Any] = {"per_image": per_image, "histogram": dataset_reliability_histogram(bins)}
+        out: dict[str, Any] = {
+            "per_image": per_image,
+            "histogram": dataset_reliability_histogram(bins),
+        }
         for name in REDUCTIONS.values():
             out[f"macro_{name}"] = macro_average(getattr(per_image, name))
             out[f"micro_{name}"] = getattr(micro, name)[0]
