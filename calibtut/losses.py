@@ -188,7 +188,8 @@ class ACEDiceCELoss(_Loss):
 
     ``binning`` is ``"hard"``, ``"soft"`` or ``None`` (the Dice+CE baseline). Dice and CE are
     MONAI's ``DiceCELoss`` (CE for softmax, BCE for sigmoid/multi-label targets such as the
-    overlapping BraTS and KiTS regions). Defaults are the paper's configuration.
+    overlapping BraTS and KiTS regions). Defaults are the paper's configuration; ``softmax``
+    defaults to ``not sigmoid``, so ``sigmoid=True`` alone selects the multi-label losses.
     ``validate=False`` skips the input checks, which synchronise a GPU with the host; training
     loops that check the loss for NaN where they log can turn them off.
     """
@@ -203,7 +204,7 @@ class ACEDiceCELoss(_Loss):
         include_background: bool = True,
         to_onehot_y: bool = False,
         sigmoid: bool = False,
-        softmax: bool = True,
+        softmax: bool | None = None,
         empty_weight: float = 0.01,
         squared_pred: bool = True,
         smooth_nr: float = 0.0,
@@ -214,6 +215,8 @@ class ACEDiceCELoss(_Loss):
         super().__init__()
         if binning not in ("hard", "soft", None):
             raise ValueError(f"binning must be 'hard', 'soft' or None (baseline), got {binning!r}.")
+        if softmax is None:
+            softmax = not sigmoid
         if sigmoid and softmax:
             raise ValueError(
                 "Incompatible activations: set only one of sigmoid=True, softmax=True."

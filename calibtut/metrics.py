@@ -143,13 +143,25 @@ class ImageResults:
 
 
 def image_results(
-    probs: torch.Tensor, target: torch.Tensor, num_bins: int = 20, multilabel: bool = False
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    num_bins: int = 20,
+    multilabel: bool = False,
+    include_background: bool = True,
 ) -> ImageResults:
-    """Bins, Dice, ECE/ACE/MCE and empty flags per image and class for probabilities and one-hot targets."""
+    """Bins, Dice, ECE/ACE/MCE and empty flags per image and class for probabilities and one-hot targets.
+
+    With ``include_background=False`` channel 0 is left out of the results, but the argmax behind
+    Dice still sees it (dropping it first would hand its voxels to the foreground classes);
+    calibration is marginal per class, so leaving a class out changes no other class's numbers.
+    """
+    segmentation = discretize(probs, multilabel)
+    probs, target = _drop_background(probs, target, include_background)
+    segmentation = segmentation if include_background else segmentation[:, 1:]
     bins = hard_binning(probs, target, num_bins)
     return ImageResults(
         bins=bins,
-        dice=dice(probs, target, multilabel),
+        dice=compute_dice(segmentation, target, include_background=True),
         errors=calibration_errors(bins),
         empty=bins.target_sum.sum(-1) == 0,
     )

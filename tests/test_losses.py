@@ -427,7 +427,7 @@ def test_bad_compound_arguments_are_named():
     with pytest.raises(ValueError, match="binning must be"):
         ACEDiceCELoss(binning="medium")
     with pytest.raises(ValueError, match="Incompatible activations"):
-        ACEDiceCELoss(sigmoid=True)  # softmax defaults to True
+        ACEDiceCELoss(sigmoid=True, softmax=True)
     with pytest.raises(ValueError, match="ace_weight must be >= 0"):
         ACEDiceCELoss(ace_weight=-0.1)
 
@@ -438,3 +438,14 @@ def test_single_channel_softmax_is_ignored_with_a_warning():
     with pytest.warns(UserWarning, match="single channel"):
         value = HardL1ACELoss(softmax=True)(probs, target)
     torch.testing.assert_close(value, HardL1ACELoss()(probs, target))
+
+
+def test_compound_loss_sigmoid_alone_selects_multilabel():
+    """sigmoid=True needs no softmax=False: softmax defaults to `not sigmoid`."""
+    logits = torch.randn(2, 3, 8, 8)
+    regions = (torch.rand(2, 3, 8, 8) > 0.5).float()
+    implicit = ACEDiceCELoss("hard", sigmoid=True)(logits, regions)
+    explicit = ACEDiceCELoss("hard", sigmoid=True, softmax=False)(logits, regions)
+    torch.testing.assert_close(implicit, explicit)
+    with pytest.raises(ValueError, match="Incompatible activations"):
+        ACEDiceCELoss("hard", sigmoid=True, softmax=True)

@@ -337,3 +337,20 @@ def test_bad_metric_input_is_named():
         CumulativeCalibration()(probs, target[:, :1])
     with pytest.raises(ValueError, match="num_bins"):
         calibration_error(probs, target, num_bins=0)
+
+
+def test_image_results_without_background_keeps_argmax_over_all_channels():
+    """Dropping the background must not hand its voxels to the foreground classes."""
+    # Two voxels: the first is background (0.6) vs class 1 (0.3); the second is class 2.
+    probs = torch.tensor([[0.6, 0.1], [0.3, 0.2], [0.1, 0.7]]).view(1, 3, 2, 1)
+    target = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]).view(1, 3, 2, 1)
+    full = image_results(probs, target, num_bins=10)
+    fg = image_results(probs, target, num_bins=10, include_background=False)
+    # Class 1 is absent from the ground truth and predicted nowhere: Dice NaN (MONAI's ignore_empty),
+    # not 0 as an argmax over the foreground channels alone would give (it would predict class 1 at
+    # voxel 0). Class 2: predicted and true at voxel 1 only -> Dice 1.
+    assert torch.isnan(fg.dice[0, 0]) and fg.dice[0, 1] == 1.0
+    torch.testing.assert_close(fg.dice, full.dice[:, 1:], equal_nan=True)
+    torch.testing.assert_close(fg.errors.ace, full.errors.ace[:, 1:])
+    torch.testing.assert_close(fg.bins.count, full.bins.count[:, 1:])
+    assert fg.empty.tolist() == [[True, False]]
