@@ -192,13 +192,15 @@ def demo(
 ) -> Path:
     """Train baseline, hard and soft on the synthetic data for ``seeds`` seeds, then report.
 
-    Finished runs with the same config are reused (``overwrite`` retrains them). On a CPU the runs
-    train side by side, one process and one thread per core: small networks use one core far
-    better than several, and a shared machine is not oversubscribed. Returns ``report.md``.
+    Finished runs with the same config are reused (``overwrite`` retrains them) and a run of
+    another config is refused before anything trains (:func:`calibtut.train.plan_run`). On a
+    CPU the runs train side by side, one process and one thread per core: small networks use
+    one core far better than several, and a shared machine is not oversubscribed. Returns
+    ``report.md``.
     """
     from calibtut.report import report_markdown, write_report
     from calibtut.runs import LOSSES, RunDir, run_path
-    from calibtut.train import TrainConfig, is_finished, select_device
+    from calibtut.train import TrainConfig, plan_run, select_device
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"--seeds must be a positive integer, got {seeds!r}")
@@ -211,15 +213,10 @@ def demo(
         for loss in LOSSES
     ]
     todo = []
-    for config in configs:
+    for config in configs:  # every run is decided (a conflicting one refused) before any trains
         run = RunDir(run_path(out, config.dataset, config.loss, config.seed))
-        if (
-            not overwrite
-            and run.config_path.is_file()
-            and is_finished(run)
-            and TrainConfig.from_dict(run.config) == config
-        ):
-            print(f"reusing finished run {run.path}")
+        if plan_run(run, config, overwrite) == "reuse":
+            print(f"{run.name}: reusing the finished run in {run.path}")
         else:
             todo.append(config)
     todo.sort(key=lambda c: LOSSES.index(c.loss), reverse=True)  # the slowest (soft) first

@@ -7,12 +7,13 @@
 * :func:`locate_dataset`: the real dataset if it is under ``data_dir``, else a phantom in its
   exact layout, with a message that says so and where to get the data;
 * :func:`train_losses`: the three losses of one dataset, reusing finished runs;
-* tables and figures that are about training rather than calibration (settings, classes,
-  learning curves, the Dice-ACE trade-off, gradient maps) and :func:`toy_segmentation`, the
-  hand-made prediction that notebooks 01 and 02 compute on;
+* tables about training rather than calibration (settings, classes, headline numbers) and
+  :func:`toy_segmentation`, the hand-made prediction that notebooks 01 and 02 compute on;
 * :func:`save_result`: the small JSON file each notebook ends with, which the tests read.
 
-Calibration itself is computed by :mod:`calibtut.metrics` and drawn by :mod:`calibtut.plots`.
+Calibration itself is computed by :mod:`calibtut.metrics`; every figure, including those about
+training (learning curves, the Dice-ACE trade-off, gradient maps), is drawn by
+:mod:`calibtut.plots`.
 """
 
 from __future__ import annotations
@@ -28,26 +29,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib import colors as mcolors
-from matplotlib import ticker as mticker
-from matplotlib.figure import Figure
 from monai.networks import one_hot
 from scipy import ndimage
 
-from calibtut import paper, plots
+from calibtut import paper
 from calibtut.data import SPLITS, DatasetSpec, spec, write_phantom
 from calibtut.data.phantoms import MARKER as PHANTOM_MARKER
 from calibtut.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from calibtut.data.synthetic import generate
 from calibtut.report import METRICS, report_table
-from calibtut.runs import LOSSES, RunDir, atomic_write, find_runs, run_path
-from calibtut.train import TrainConfig, is_finished, select_device, train
+from calibtut.runs import LOSSES, RunDir, atomic_write, find_runs
+from calibtut.train import TrainConfig, select_device, train_or_reuse
 from calibtut.widgets import enable_colab_widgets
 
 __all__ = [
     "REPOSITORY_URL",
     "DATA_README_URL",
-    "LOSS_COLOURS",
     "enable_colab",
     "Settings",
     "resolve_settings",
@@ -58,19 +55,14 @@ __all__ = [
     "class_table",
     "configuration_table",
     "paper_and_runs_frame",
-    "plot_learning_curves",
-    "plot_dice_vs_ace",
     "ToySegmentation",
     "toy_segmentation",
-    "plot_gradient_maps",
     "save_result",
 ]
 
 REPOSITORY_URL = "https://github.com/calibtut/calibtut"
 DATA_README_URL = f"{REPOSITORY_URL}/blob/main/data/README.md"
 RESULTS_FOLDER = "course"
-LOSS_COLOURS = {"baseline": "0.55", "hard": "tab:blue", "soft": "tab:orange"}
-LOSS_TITLES = {"baseline": "Dice+CE", "hard": "+ hard mL1-ACE", "soft": "+ soft mL1-ACE"}
 
 # Training overrides that make a run take seconds on a CPU (smoke tests, phantoms), by the
 # dataset's number of spatial dimensions. The patch and window must fit every phantom.
@@ -264,29 +256,21 @@ def train_losses(
     """Train (or reuse) one run per loss into ``settings.run_root``; returns them by loss.
 
     A finished run with the same configuration is reused and an interrupted one resumes. A run
-    made with other settings is an error (it may be days of GPU time): choose another
-    ``run_root``, or pass ``overwrite=True`` to train it again.
+    made with other settings is an error naming what differs (it may be days of GPU time):
+    choose another ``run_root``, or pass ``overwrite=True`` to train it again
+    (:func:`calibtut.train.train_or_reuse`).
     """
-    runs: dict[str, RunDir] = {}
-    for loss in losses:
-        config = settings.config(loss, seed)
-        run = RunDir(run_path(settings.run_root, config.dataset, loss, seed))
-        name = f"{config.dataset}/{loss}/seed_{seed}"
-        same = run.config_path.is_file() and TrainConfig.from_dict(run.config) == config
-        if same and is_finished(run) and not overwrite:
-            print(f"{name}: reusing the finished run in {run.path}")
-        else:
-            print(f"{name}: training on {settings.device}")
-            train(
-                config,
-                data_dir,
-                settings.run_root,
-                device=settings.device,
-                overwrite=overwrite,
-                progress=not settings.small,
-            )
-        runs[loss] = run
-    return runs
+    return {
+        loss: train_or_reuse(
+            settings.config(loss, seed),
+            data_dir,
+            settings.run_root,
+            overwrite,
+            device=settings.device,
+            progress=not settings.small,
+        )
+        for loss in losses
+    }
 
 
 def headline(runs: Mapping[str, RunDir]) -> pd.DataFrame:
@@ -338,58 +322,6 @@ def paper_and_runs_frame(
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
-# --- figures about training ---------------------------------------------------------------------
-
-
-@plots.styled
-def plot_learning_curves(
-    runs: Mapping[str, RunDir], metrics: Sequence[str] = ("train_loss", "val_dice", "val_ace")
-) -> Figure:
-    """One panel per ``history.csv`` column, one line per run (validation epochs only)."""
-    fig = plots.new_figure(2.8 * len(metrics), 2.6)
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics, strict=True):
-        for loss, run in runs.items():
-            history = run.history()
-            if metric not in history:
-                raise ValueError(f"{run.history_path} has no column {metric!r}.")
-            points = history[["epoch", metric]].dropna()
-            ax.plot(
-                points["epoch"], points[metric], "o-", ms=3, color=LOSS_COLOURS.get(loss),
-                label=LOSS_TITLES.get(loss, loss),
-            )  # fmt: skip
-        ax.set_title(metric.replace("_", " "))
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
-    axes[0].legend()
-    return fig
-
-
-@plots.styled
-def plot_dice_vs_ace(runs: Mapping[str, RunDir]) -> Figure:
-    """Per test image, Dice against ACE (each averaged over classes), one colour per run.
-
-    The large markers are the means over images: the trade-off the calibration losses make.
-    """
-    frame = paper.runs_frame([run.path for run in runs.values()])
-    fig = plots.new_figure(4.2, 3.4)
-    ax = fig.subplots()
-    for loss in runs:
-        values = frame[frame["loss"] == loss].pivot(
-            index="image_id", columns="metric", values="value"
-        )
-        colour = LOSS_COLOURS.get(loss)
-        ax.scatter(values["macro_ace"], values["dice"], s=10, alpha=0.45, color=colour)
-        ax.scatter(
-            values["macro_ace"].mean(), values["dice"].mean(), s=120, color=colour,
-            edgecolor="black", label=f"{LOSS_TITLES.get(loss, loss)} (mean)", zorder=3,
-        )  # fmt: skip
-    ax.set_xlabel("ACE per image (lower is better calibrated)")
-    ax.set_ylabel("Dice per image")
-    ax.legend()
-    return fig
-
-
 # --- the hand-made segmentation of notebooks 01 and 02 ------------------------------------------
 
 
@@ -418,45 +350,6 @@ def toy_segmentation(seed: int = 1, sharpness: float = 8.0, size: int = 64) -> T
     probs = torch.softmax(torch.from_numpy(sharpness * smooth), dim=1).float()
     target = one_hot(torch.from_numpy(batch.labels), len(SYNTHETIC_CLASSES)).float()
     return ToySegmentation(torch.from_numpy(batch.images), probs, target, SYNTHETIC_CLASSES)
-
-
-@plots.styled
-def plot_gradient_maps(
-    image: np.ndarray | torch.Tensor,
-    boundary: np.ndarray | torch.Tensor,
-    gradients: Mapping[str, np.ndarray | torch.Tensor],
-) -> Figure:
-    """The image with a class's annotated outline, then one signed gradient map per loss.
-
-    Each map has its own colour scale, symmetric and logarithmic over three decades below its
-    largest value (red: the loss falls if the value falls; blue: if it rises), since gradients
-    differ in size by orders of magnitude between losses and between voxels.
-    """
-    image, boundary = (np.asarray(torch.as_tensor(a).detach().cpu()) for a in (image, boundary))
-    if image.ndim != 2 or boundary.shape != image.shape:
-        raise ValueError(
-            f"image and boundary must be one 2D shape, got {image.shape}, {boundary.shape}"
-        )
-    fig = plots.new_figure(2.6 * (1 + len(gradients)), 2.9)
-    axes = fig.subplots(1, 1 + len(gradients), squeeze=False)[0]
-    axes[0].imshow(image, cmap="gray")
-    axes[0].contour(boundary, levels=[0.5], colors=plots.COLOURS["ground_truth"], linewidths=1)
-    axes[0].set_title("image and annotation")
-    for ax, (name, gradient) in zip(axes[1:], gradients.items(), strict=True):
-        values = np.asarray(torch.as_tensor(gradient).detach().cpu(), dtype=np.float64)
-        if values.shape != image.shape:
-            raise ValueError(f"gradient {name!r} has shape {values.shape}, expected {image.shape}")
-        limit = float(np.abs(values).max()) or 1.0
-        norm = mcolors.SymLogNorm(limit * 1e-3, vmin=-limit, vmax=limit)
-        shown = ax.imshow(values, cmap="RdBu_r", norm=norm)
-        ax.contour(boundary, levels=[0.5], colors="black", linewidths=0.5, alpha=0.5)
-        ax.set_title(name)
-        ticks = [-limit, -limit / 100, 0, limit / 100, limit]
-        fig.colorbar(shown, ax=ax, shrink=0.8, ticks=ticks, format="%.0e")
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return fig
 
 
 # --- results the tests read ---------------------------------------------------------------------

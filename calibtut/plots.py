@@ -1,7 +1,9 @@
-"""Figures: reliability diagrams, dataset reliability histograms, image overlays and paper figures.
+"""Figures: reliability diagrams, dataset reliability histograms, image overlays, training figures
+(learning curves, the Dice-ACE trade-off, gradient maps) and paper figures.
 
 Plots draw what :mod:`calibtut.metrics` and :mod:`calibtut.paper` compute (for saved runs: the
-bins in a run's ``bins.npz``); they compute no calibration themselves. Every function returns a
+bins in a run's ``bins.npz``, its ``history.csv`` and per-image table); they compute no
+calibration themselves. Every function returns a
 :class:`matplotlib.figure.Figure` and never calls ``plt.show()``; Jupyter displays a returned
 figure once, and :func:`save_figure` writes it as PNG and PDF. Empty (NaN) bins are left blank,
 never drawn as zero. Class names are passed in (from the run's config or the dataset spec).
@@ -28,7 +30,8 @@ from matplotlib.patches import Patch, Rectangle
 
 from calibtut.binning import BinStats, bin_edges
 from calibtut.metrics import calibration_errors, dataset_reliability_histogram
-from calibtut.paper import LOSSES, METRIC_LABELS, check_frame
+from calibtut.paper import LOSSES, METRIC_LABELS, check_frame, runs_frame
+from calibtut.runs import RunDir
 
 STYLE: dict[str, Any] = {
     "font.size": 9,
@@ -900,9 +903,119 @@ def binning_figure(
     return fig
 
 
-# --- paper figures ---
+# --- figures about training ---
 
-_LOSS_COLOURS = {"baseline": "0.75", "hard": "tab:blue", "soft": "tab:orange"}
+LOSS_COLOURS: dict[str, str] = {"baseline": "0.55", "hard": "tab:blue", "soft": "tab:orange"}
+"""One colour per loss in every figure that compares losses (the baseline grey)."""
+
+LOSS_TITLES: dict[str, str] = {
+    "baseline": "Dice+CE",
+    "hard": "+ hard mL1-ACE",
+    "soft": "+ soft mL1-ACE",
+}
+"""How legends name each loss: what the calibration runs add to the baseline's Dice+CE."""
+
+
+@styled
+def plot_learning_curves(
+    runs: Mapping[str, RunDir], metrics: Sequence[str] = ("train_loss", "val_dice", "val_ace")
+) -> Figure:
+    """One panel per ``history.csv`` column, one line per run (validation epochs only).
+
+    ``runs`` maps a loss (which picks colour and legend from :data:`LOSS_COLOURS` and
+    :data:`LOSS_TITLES`; other labels are shown as they are) to its run.
+    """
+    if isinstance(metrics, str) or not metrics:
+        raise ValueError(
+            f"metrics must be a non-empty sequence of history.csv columns, got {metrics!r}."
+        )
+    fig = new_figure(2.8 * len(metrics), 2.6)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    histories = {label: run.history() for label, run in runs.items()}
+    for ax, metric in zip(axes, metrics, strict=True):
+        for label, history in histories.items():
+            if metric not in history:
+                raise ValueError(f"{runs[label].history_path} has no column {metric!r}.")
+            points = history[["epoch", metric]].dropna()
+            ax.plot(
+                points["epoch"], points[metric], "o-", ms=3, color=LOSS_COLOURS.get(label),
+                label=LOSS_TITLES.get(label, label), gid=f"curve:{label}",
+            )  # fmt: skip
+        ax.set_title(metric.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    axes[0].legend()
+    return fig
+
+
+@styled
+def plot_dice_vs_ace(runs: Mapping[str, RunDir]) -> Figure:
+    """Per test image, Dice against ACE (each averaged over classes), one colour per run.
+
+    Per-image values are :func:`calibtut.paper.runs_frame`'s (the paper's convention: ACE over
+    every class, Dice over the classes present). The large markers are the means over images:
+    the trade-off the calibration losses make. ``runs`` maps a loss (or any label) to its run.
+    """
+    fig = new_figure(4.2, 3.4)
+    ax = fig.subplots()
+    for label, run in runs.items():
+        values = runs_frame(run.path).pivot(index="image_id", columns="metric", values="value")
+        colour = LOSS_COLOURS.get(label)
+        ax.scatter(
+            values["macro_ace"], values["dice"], s=10, alpha=0.45, color=colour,
+            gid=f"images:{label}",
+        )  # fmt: skip
+        ax.scatter(
+            values["macro_ace"].mean(), values["dice"].mean(), s=120, color=colour,
+            edgecolor="black", label=f"{LOSS_TITLES.get(label, label)} (mean)", zorder=3,
+            gid=f"mean:{label}",
+        )  # fmt: skip
+    ax.set_xlabel("ACE per image (lower is better calibrated)")
+    ax.set_ylabel("Dice per image")
+    ax.legend()
+    return fig
+
+
+@styled
+def plot_gradient_maps(
+    image: np.ndarray | torch.Tensor,
+    boundary: np.ndarray | torch.Tensor,
+    gradients: Mapping[str, np.ndarray | torch.Tensor],
+) -> Figure:
+    """The image with a class's annotated outline, then one signed gradient map per loss.
+
+    Each map has its own colour scale, symmetric and logarithmic over three decades below its
+    largest value (red: the loss falls if the value falls; blue: if it rises), since gradients
+    differ in size by orders of magnitude between losses and between voxels.
+    """
+    image, boundary = (np.asarray(torch.as_tensor(a).detach().cpu()) for a in (image, boundary))
+    if image.ndim != 2 or boundary.shape != image.shape:
+        raise ValueError(
+            f"image and boundary must be one 2D shape, got {image.shape}, {boundary.shape}"
+        )
+    fig = new_figure(2.6 * (1 + len(gradients)), 2.9)
+    axes = fig.subplots(1, 1 + len(gradients), squeeze=False)[0]
+    axes[0].imshow(image, cmap="gray")
+    axes[0].contour(boundary, levels=[0.5], colors=COLOURS["ground_truth"], linewidths=1)
+    axes[0].set_title("image and annotation")
+    for ax, (name, gradient) in zip(axes[1:], gradients.items(), strict=True):
+        values = np.asarray(torch.as_tensor(gradient).detach().cpu(), dtype=np.float64)
+        if values.shape != image.shape:
+            raise ValueError(f"gradient {name!r} has shape {values.shape}, expected {image.shape}")
+        limit = float(np.abs(values).max()) or 1.0
+        norm = mcolors.SymLogNorm(limit * 1e-3, vmin=-limit, vmax=limit)
+        shown = ax.imshow(values, cmap="RdBu_r", norm=norm)
+        ax.contour(boundary, levels=[0.5], colors="black", linewidths=0.5, alpha=0.5)
+        ax.set_title(name)
+        ticks = [-limit, -limit / 100, 0, limit / 100, limit]
+        fig.colorbar(shown, ax=ax, shrink=0.8, ticks=ticks, format="%.0e")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+# --- paper figures ---
 
 
 @styled
@@ -942,7 +1055,7 @@ def plot_per_image_distributions(
                     if group.size:
                         values.append(group)
                         labels.append(loss if len(sources) == 1 else f"{source}\n{loss}")
-                        colours.append(_LOSS_COLOURS[loss])
+                        colours.append(LOSS_COLOURS[loss])
             ax.set_title(f"{dataset}: {METRIC_LABELS[metric]}")
             if column == 0:
                 ax.set_ylabel(f"per-image {METRIC_LABELS[metric]}")

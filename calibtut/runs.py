@@ -1,13 +1,24 @@
 """The run directory: the contract between training (which writes it) and everything that explores it.
 
     runs/<dataset>/<loss>/seed_<n>/
-        config.json      everything needed to reproduce the run
+        config.json      everything needed to reproduce the run; ``class_names`` names every
+                         output channel of the network, in channel order (softmax: background
+                         first)
         history.csv      one row per epoch
         checkpoint.pt    resumable training state
-        per_image.csv    one row per test image and class: dice, ece, ace, mce, empty
-        bins.npz         per image and class bin sums and counts (redraws every diagram)
+        per_image.csv    one row per test image and scored class: dice, ece, ace, mce, empty;
+                         ``class_index`` is the class's output channel (an index into config
+                         ``class_names``)
+        bins.npz         per image and scored class bin sums and counts (redraws every diagram),
+                         with ``image_ids``, ``class_names`` (the scored classes, in the order of
+                         the bins' class axis) and ``class_indices`` (each one's output channel)
         predictions/     optional, per test image <id>.npz: image, label, prediction and
-                         confidence, compact (float16/uint8), for the overlay figures
+                         confidence, compact (float16/uint8), for the overlay figures; label
+                         values and channels are output channels, named by config ``class_names``
+
+The scored classes need not be every output channel: the paper leaves the softmax background out
+of the metrics, so a softmax run's bins hold classes 1.. while its label maps count from 0. Match
+per-image rows to bins by ``class_indices`` (or by class name), never by position.
 
 Every file is written to a temporary name and renamed into place, so a reader never sees a
 half-written file; a run counts as evaluated only when both result files exist.
@@ -18,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +144,8 @@ class RunDir:
         return frame
 
     def bins(self) -> tuple[BinStats, list[str], list[str]]:
-        """Saved per-image bins, with the image ids and class names they belong to."""
-        self._require(self.bins_path, "bins.npz (written by evaluation)")
-        with np.load(self.bins_path, allow_pickle=False) as z:
+        """Saved per-image bins, with the image ids and (scored) class names they belong to."""
+        with self._bins_file() as z:
             try:
                 bins = BinStats(
                     torch.from_numpy(z["pred_sum"]),
@@ -146,21 +156,67 @@ class RunDir:
             except KeyError as err:
                 raise ValueError(f"{self.bins_path} lacks array {err}.") from err
 
+    def class_indices(self) -> list[int]:
+        """The output channel of each class of :meth:`bins` (per_image.csv's ``class_index``).
+
+        Checked against the bins' class names and, where config.json names the channels, against
+        those: a mismatch means the files come from different runs.
+        """
+        with self._bins_file() as z:
+            if "class_indices" not in z:
+                raise ValueError(
+                    f"{self.bins_path} lacks array 'class_indices' (written before runs recorded "
+                    f"each class's output channel): evaluate the run again."
+                )
+            indices = [int(i) for i in z["class_indices"]]
+            names = [str(c) for c in z["class_names"]]
+        if len(indices) != len(names):
+            raise ValueError(
+                f"{self.bins_path} holds {len(indices)} class_indices for {len(names)} classes."
+            )
+        channels = self.config.get("class_names")
+        for index, name in zip(indices, names, strict=True):
+            if channels is not None and (index >= len(channels) or channels[index] != name):
+                raise ValueError(
+                    f"{self.bins_path} puts class {name!r} at output channel {index}, but "
+                    f"{self.config_path} names the channels {channels}."
+                )
+        return indices
+
+    def _bins_file(self) -> np.lib.npyio.NpzFile:
+        self._require(self.bins_path, "bins.npz (written by evaluation)")
+        return np.load(self.bins_path, allow_pickle=False)
+
     def write_results(
         self,
         rows: list[dict[str, Any]],
         bins: BinStats,
         image_ids: list[str],
         class_names: list[str],
+        class_indices: Sequence[int] | None = None,
     ) -> None:
-        """Write ``bins.npz`` then ``per_image.csv`` (each atomically): the run is then evaluated."""
+        """Write ``bins.npz`` then ``per_image.csv`` (each atomically): the run is then evaluated.
+
+        ``class_names`` are the scored classes, in the order of the bins' class axis, and
+        ``class_indices`` their output channels; None takes each class's channel from the
+        ``class_index`` of its rows. Every row must name one of ``class_names`` with its channel
+        (checked before anything is written).
+        """
+        count = tuple(bins.count.shape[:2])
+        if count != (len(image_ids), len(class_names)):
+            raise ValueError(
+                f"bins of {count[0]} images and {count[1]} classes do not fit {len(image_ids)} "
+                f"image ids and {len(class_names)} class names."
+            )
         frame = pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS))
+        indices = _checked_class_indices(frame, list(class_names), class_indices)
         arrays = {
             "pred_sum": bins.pred_sum.detach().double().cpu().numpy(),
             "target_sum": bins.target_sum.detach().double().cpu().numpy(),
             "count": bins.count.detach().double().cpu().numpy(),
             "image_ids": np.asarray(image_ids, dtype=str),
             "class_names": np.asarray(class_names, dtype=str),
+            "class_indices": np.asarray(indices, dtype=np.int64),
         }
 
         def save_npz(p: Path) -> None:
@@ -227,6 +283,45 @@ class RunDir:
     def _require(self, path: Path, what: str) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"{self.path} has no {what}: {path} is missing.")
+
+
+def _checked_class_indices(
+    frame: pd.DataFrame, class_names: list[str], class_indices: Sequence[int] | None
+) -> list[int]:
+    """Each scored class's output channel: given, or read from the rows; rows must agree."""
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class_names must be distinct, got {class_names}.")
+    unknown = sorted(set(frame["class_name"]) - set(class_names))
+    if unknown:
+        raise ValueError(f"rows name classes {unknown} that are not in class_names {class_names}.")
+    found = frame.groupby("class_name")["class_index"].unique()
+    several = {name: sorted(map(int, i)) for name, i in found.items() if len(i) > 1}
+    if several:
+        raise ValueError(f"rows give one class several class_index values: {several}.")
+    from_rows = {str(name): int(i[0]) for name, i in found.items()}
+    if class_indices is None:
+        missing = [name for name in class_names if name not in from_rows]
+        if missing:
+            raise ValueError(
+                f"classes {missing} have no rows to take their output channel from: pass "
+                "class_indices."
+            )
+        class_indices = [from_rows[name] for name in class_names]
+    indices = [int(i) for i in class_indices]
+    if (
+        len(indices) != len(class_names)
+        or len(set(indices)) != len(indices)
+        or min(indices, default=0) < 0
+    ):
+        raise ValueError(
+            f"class_indices must give each of the classes {class_names} its own output channel "
+            f"(>= 0), got {list(class_indices)}."
+        )
+    given = dict(zip(class_names, indices, strict=True))
+    wrong = {name: i for name, i in from_rows.items() if i != given[name]}
+    if wrong:
+        raise ValueError(f"rows give classes the channels {wrong}, but class_indices says {given}.")
+    return indices
 
 
 def find_runs(root: str | Path) -> list[RunDir]:

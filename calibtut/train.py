@@ -15,7 +15,9 @@ One plain PyTorch loop that a student can read top to bottom, GPU-first:
   Dice, ECE, ACE and MCE per class; ``best.pt`` keeps the weights with the best validation Dice
   (what evaluation uses, as in the paper) and ``checkpoint.pt`` the last resumable state;
 * evaluation on the test split writes ``per_image.csv`` and ``bins.npz`` (20 bins) through
-  :class:`calibtut.runs.RunDir`, and overlay arrays for the first few test images.
+  :class:`calibtut.runs.RunDir`, and overlay arrays for the first few test images;
+* :func:`plan_run` decides whether a run directory is trained, resumed or reused (and refuses to
+  replace a run of another config); :func:`train_or_reuse` acts on it.
 
 Every epoch starts from random states derived from ``(seed, epoch)`` alone, so a run resumed
 from its last checkpoint continues exactly as the uninterrupted run would have (on a CPU, or
@@ -32,7 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import monai
 import numpy as np
@@ -49,7 +51,7 @@ import calibtut
 from calibtut.binning import BinStats
 from calibtut.data import DatasetSpec, spec
 from calibtut.losses import ACEDiceCELoss
-from calibtut.metrics import CalibrationErrors, ImageResults, image_results
+from calibtut.metrics import ImageResults, image_results
 from calibtut.runs import LOSSES, RunDir, atomic_write, run_path
 
 __all__ = [
@@ -65,11 +67,15 @@ __all__ = [
     "evaluate",
     "load_checkpoint",
     "is_finished",
+    "RunPlan",
+    "plan_run",
+    "train_or_reuse",
 ]
 
 BINNING = {"baseline": None, "hard": "hard", "soft": "soft"}
 NETWORKS = ("segresnetds", "unet")
 BEST_NAME = "best.pt"
+RunPlan = Literal["train", "resume", "reuse"]
 
 
 @dataclass(frozen=True)
@@ -396,19 +402,14 @@ def _onehot_target(label: torch.Tensor, data: DatasetSpec) -> torch.Tensor:
 def _scored_results(
     probs: torch.Tensor, target: torch.Tensor, data: DatasetSpec, num_bins: int
 ) -> ImageResults:
-    """Per-class results of one image on the classes the metrics score (the paper leaves the
-    softmax background out). Computed on every channel first, so that Dice's argmax still sees
-    the background; calibration is marginal per class, so dropping a class afterwards is exact."""
-    result = image_results(probs, target, num_bins, multilabel=data.activation == "sigmoid")
-    if data.include_background:
-        return result
-    keep = slice(1, None)
-    bins, errors = result.bins, result.errors
-    return ImageResults(
-        bins=BinStats(bins.pred_sum[:, keep], bins.target_sum[:, keep], bins.count[:, keep]),
-        dice=result.dice[:, keep],
-        errors=CalibrationErrors(errors.ece[:, keep], errors.ace[:, keep], errors.mce[:, keep]),
-        empty=result.empty[:, keep],
+    """Per-class results on the classes the metrics score (the paper leaves the softmax
+    background out)."""
+    return image_results(
+        probs,
+        target,
+        num_bins,
+        multilabel=data.activation == "sigmoid",
+        include_background=data.include_background,
     )
 
 
@@ -495,11 +496,63 @@ def _run_config(
     }
 
 
-def _same_training(recorded: dict[str, Any], config: TrainConfig) -> bool:
+def _config_differences(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The training fields in which a run's config.json differs from ``config``, described."""
     try:
-        return TrainConfig.from_dict(recorded) == config
-    except (TypeError, ValueError):
-        return False
+        before = TrainConfig.from_dict(recorded).to_dict()
+    except (TypeError, ValueError) as err:
+        return [f"its training config is unreadable: {err}"]
+    return [
+        f"{name}: {before[name]!r} in the run, {value!r} now"
+        for name, value in config.to_dict().items()
+        if before[name] != value
+    ]
+
+
+def plan_run(run: RunDir, config: TrainConfig, overwrite: bool = False) -> RunPlan:
+    """What to do with the run directory ``run`` for ``config``, from its files alone.
+
+    ``"train"`` (nothing to keep there, or ``overwrite``), ``"resume"`` (an interrupted run of
+    this config) or ``"reuse"`` (this config, trained and evaluated). A run of another config may
+    be days of GPU time: it is refused with a FileExistsError naming the differing fields, unless
+    ``overwrite``. Reads only, so callers can decide every run before training any.
+    """
+    if overwrite or not run.config_path.is_file():
+        return "train"
+    differences = _config_differences(run.config, config)
+    if differences:
+        raise FileExistsError(
+            f"{run.path} holds a run with a different config ({'; '.join(differences)}); pass "
+            "overwrite=True (--overwrite) to replace it, or choose another run root"
+        )
+    if not run.checkpoint_path.is_file():
+        return "train"
+    return "reuse" if is_finished(run) else "resume"
+
+
+def train_or_reuse(
+    config: TrainConfig,
+    data_dir: str | Path | None = None,
+    run_root: str | Path = "runs",
+    overwrite: bool = False,
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> RunDir:
+    """The finished run of ``config`` under ``run_root`` if there is one, else :func:`train` it.
+
+    An interrupted run resumes; ``overwrite`` retrains a finished run or replaces one made with
+    another config (refused otherwise, see :func:`plan_run`). Prints which it does.
+    """
+    run = RunDir(run_path(run_root, config.dataset, config.loss, config.seed))
+    plan = plan_run(run, config, overwrite)
+    if plan == "reuse":
+        print(f"{run.name}: reusing the finished run in {run.path}")
+        return run
+    device = device if isinstance(device, torch.device) else select_device(device)
+    doing = "resuming the interrupted run" if plan == "resume" else "training"
+    print(f"{config.dataset}/{config.loss}/seed_{config.seed}: {doing} on {device}")
+    return train(config, data_dir, run_root, device=device, overwrite=overwrite, progress=progress)
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -518,7 +571,8 @@ def train(
     """Train ``config`` on ``data_dir`` into ``run_root/<dataset>/<loss>/seed_<n>`` and evaluate.
 
     An interrupted run with the same config resumes from its last checkpoint; a finished one
-    (or one made with another config) is refused unless ``overwrite``. Everything is checked
+    (or one made with another config) is refused unless ``overwrite`` (see :func:`plan_run`;
+    :func:`train_or_reuse` reuses a finished one instead). Everything is checked
     (dataset, data folder, existing run) before anything is written.
     """
     data = config.dataset_spec()
@@ -528,7 +582,12 @@ def train(
         if run_dir is not None
         else run_path(run_root, config.dataset, config.loss, config.seed)
     )
-    resume = _check_existing_run(run, config, overwrite)
+    plan = plan_run(run, config, overwrite)
+    if plan == "reuse":
+        raise FileExistsError(
+            f"{run.path} is a finished run; pass overwrite=True (--overwrite) to train it again"
+        )
+    resume = plan == "resume"
 
     train_ds = data.dataset(data_dir, "train")
     val_ds = data.dataset(data_dir, "val")
@@ -607,25 +666,6 @@ def train(
         epochs.close()
     evaluate(run, data_dir, device=device, progress=progress)
     return run
-
-
-def _check_existing_run(run: RunDir, config: TrainConfig, overwrite: bool) -> bool:
-    """Whether to resume ``run``; refuses a finished or different run unless ``overwrite``."""
-    if overwrite or not run.config_path.is_file():
-        return False
-    if not _same_training(run.config, config):
-        raise FileExistsError(
-            f"{run.path} holds a run with a different config; pass overwrite=True (--overwrite) "
-            "to replace it, or choose another run root"
-        )
-    if not run.checkpoint_path.is_file():
-        return False
-    saved = load_checkpoint(run.checkpoint_path)
-    if saved.get("finished") and run.is_evaluated:
-        raise FileExistsError(
-            f"{run.path} is a finished run; pass overwrite=True (--overwrite) to train it again"
-        )
-    return True
 
 
 def _check_checkpoint(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -768,6 +808,7 @@ def evaluate(
     model.eval()
     amp_dtype = _amp_dtype(config, device)
     multilabel = data.activation == "sigmoid"
+    channels = [channel for channel, _ in _scored_classes(data)]
     scored_names = [name for _, name in _scored_classes(data)]
     rows: list[dict[str, Any]] = []
     bins: list[BinStats] = []
@@ -782,8 +823,8 @@ def evaluate(
         target = _onehot_target(_plain_tensor(item["label"], device), data)
         result = _scored_results(probs, target, data, config.num_bins)
         image_rows = result.rows([image_id], scored_names)
-        for row in image_rows:  # class_index counts every output channel, background included
-            row["class_index"] += 0 if data.include_background else 1
+        for row in image_rows:  # rows count the scored classes; the run dir, output channels
+            row["class_index"] = channels[row["class_index"]]
         rows += image_rows
         bins.append(
             BinStats(
@@ -796,7 +837,7 @@ def evaluate(
         ids.append(image_id)
         if index < config.save_predictions:
             _write_overlay(run, image_id, image, probs, target, multilabel)
-    run.write_results(rows, BinStats.cat(bins), ids, scored_names)
+    run.write_results(rows, BinStats.cat(bins), ids, scored_names, class_indices=channels)
     return run
 
 

@@ -131,12 +131,24 @@ class _FigureCache:
 
 
 class _RunData:
-    """One evaluated run's saved results, read once; re-binned summaries and predictions cached."""
+    """One evaluated run's saved results, read once; re-binned summaries and predictions cached.
+
+    ``class_names`` are the scored classes (the bins' class axis), ``class_indices`` their output
+    channels (per_image.csv's ``class_index``) and ``channel_names`` every output channel (what
+    overlay label values and regions count): a softmax run leaves the background unscored, so
+    they differ (see :mod:`calibtut.runs`).
+    """
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
         self.config = run.config
         self.bins, self.image_ids, self.class_names = run.bins()
+        self.class_indices = run.class_indices()
+        if "class_names" not in self.config:
+            raise ValueError(
+                f"{run.config_path} lacks class_names (the names of the output channels)."
+            )
+        self.channel_names = [str(name) for name in self.config["class_names"]]
         self.per_image = run.per_image()
         self.image_index = {image_id: i for i, image_id in enumerate(self.image_ids)}
         self._rebinned: dict[int, BinStats] = {self.bins.num_bins: self.bins}
@@ -159,7 +171,7 @@ class _RunData:
             for name in REDUCTIONS.values():
                 columns[f"micro_{name}"] = getattr(micro, name)[0].double().numpy()
             dice = self.per_image.groupby("class_index")["dice"].mean()
-            columns["dice"] = dice.reindex(range(len(self.class_names))).to_numpy()
+            columns["dice"] = dice.reindex(self.class_indices).to_numpy()
             self._summaries[num_bins] = pd.DataFrame(
                 columns, index=pd.Index(self.class_names, name="class")
             )
@@ -234,11 +246,18 @@ def _labels(runs: Sequence[_RunData]) -> list[str]:
     return labels
 
 
-def _shared_class_names(runs: Sequence[_RunData], labels: Sequence[str]) -> list[str]:
-    names = {label: tuple(d.class_names) for label, d in zip(labels, runs, strict=True)}
-    if len(set(names.values())) != 1:
-        raise ValueError(f"Runs to explore together need the same classes, got {names}.")
-    return list(runs[0].class_names)
+def _check_shared_classes(runs: Sequence[_RunData], labels: Sequence[str]) -> None:
+    """Runs explored together score the same classes on the same output channels."""
+    classes = {
+        label: (tuple(d.channel_names), tuple(zip(d.class_indices, d.class_names, strict=True)))
+        for label, d in zip(labels, runs, strict=True)
+    }
+    if len(set(classes.values())) != 1:
+        described = {
+            label: {"output channels": list(channels), "scored (channel, class)": list(scored)}
+            for label, (channels, scored) in classes.items()
+        }
+        raise ValueError(f"Runs to explore together need the same classes, got {described}.")
 
 
 def _default_selection(runs: Sequence[_RunData], most: int = 3) -> tuple[int, ...]:
@@ -268,7 +287,11 @@ class _Explorer:
         enable_colab_widgets()
         self.data = [_load(run) for run in _resolve_runs(runs)]
         self.labels = _labels(self.data)
-        self.class_names = _shared_class_names(self.data, self.labels)
+        _check_shared_classes(self.data, self.labels)
+        first = self.data[0]
+        self.class_names = first.class_names  # scored classes: the bins' class axis
+        self.class_indices = first.class_indices  # their output channels
+        self.channel_names = first.channel_names  # every output channel: overlays
         self.runs = widgets.SelectMultiple(
             options=[(label, i) for i, label in enumerate(self.labels)],
             value=_default_selection(self.data),
@@ -291,7 +314,14 @@ class _Explorer:
 
     @property
     def classes(self) -> list[int] | None:
+        """The shown classes as positions on the bins' class axis (None: all of them)."""
         return None if self.class_index.value == ALL_CLASSES else [self.class_index.value]
+
+    @property
+    def channels(self) -> list[int]:
+        """The shown classes' output channels (per_image.csv's ``class_index``)."""
+        shown = range(len(self.class_names)) if self.classes is None else self.classes
+        return [self.class_indices[c] for c in shown]
 
 
 # --- per-image explorer ---
@@ -369,8 +399,7 @@ class ImageExplorer(_Explorer):
         frames = []
         for label, d in self.selected:
             table = d.per_image[d.per_image["image_id"] == image_id]
-            if self.classes is not None:
-                table = table[table["class_index"].isin(self.classes)]
+            table = table[table["class_index"].isin(self.channels)]
             frames.append(table.assign(run=label))
         table = pd.concat(frames).set_index(["run", "class_name"])
         return table[["ece", "ace", "mce", "dice"]]
@@ -392,12 +421,16 @@ class ImageExplorer(_Explorer):
         first = next(iter(arrays.values()))
         self._sync_slice(image_id, first)
         sigmoid = plots.overlay_layout(first) == "sigmoid"
-        channel = self.classes[0] if self.classes and sigmoid else 0
+        channel = self.channels[0] if sigmoid else 0  # a region's output channel
         slice_index = self.slice.value if plots.slice_count(first, self.axis) else None
         self.overlay_figure, shown = self._overlays.get(
             (tuple(arrays), image_id, slice_index, channel),
             lambda: plots.compare_image_overlays(
-                arrays, self.class_names, slice_index=slice_index, axis=self.axis, channel=channel
+                arrays,
+                self.channel_names,
+                slice_index=slice_index,
+                axis=self.axis,
+                channel=channel,
             ),
         )
         _show(self.overlay_output, shown)

@@ -61,7 +61,7 @@ import torch
 from IPython.display import display
 from monai.losses import DiceCELoss
 
-from calibtut import course
+from calibtut import course, plots
 from calibtut.binning import hard_bin_index, hard_binning, soft_binning
 from calibtut.losses import HardL1ACELoss, SoftL1ACELoss
 from calibtut.metrics import calibration_errors
@@ -253,7 +253,7 @@ for name, loss_function in losses.items():
     loss_function(x, toy.target).backward()
     gradients[name] = x.grad[0, organ]
 organ_outline = toy.target[0, organ]
-course.plot_gradient_maps(toy.image[0, 0], organ_outline, gradients)
+plots.plot_gradient_maps(toy.image[0, 0], organ_outline, gradients)
 
 # %% [markdown]
 # The colour scales are logarithmic over three decades, since gradients differ in size by

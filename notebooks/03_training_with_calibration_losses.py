@@ -87,7 +87,7 @@ runs = course.train_losses(settings, data_dir, seed=seed)
 # comparable (the calibration runs add a term), but the validation Dice and ACE are:
 
 # %%
-course.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %% [markdown]
 # ## Results on the test images
@@ -121,7 +121,7 @@ display(Markdown(report_markdown(table)))
 # (ACE):
 
 # %%
-course.plot_dice_vs_ace(runs)
+plots.plot_dice_vs_ace(runs)
 
 # %% [markdown]
 # ## Reliability, before and after

@@ -133,7 +133,7 @@ runs = course.train_losses(settings, source.root)
 # the mean over classes, then over frames; Δ%: per-frame change against the baseline):
 
 # %%
-course.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %%
 display(Markdown(report_markdown(report_table(list(runs.values())))))

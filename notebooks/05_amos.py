@@ -125,7 +125,7 @@ runs = course.train_losses(settings, source.root)
 # which structures the calibration loss helps most:
 
 # %%
-course.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %%
 display(Markdown(report_markdown(report_table(list(runs.values())))))

@@ -123,7 +123,7 @@ runs = course.train_losses(settings, source.root)
 # Learning curves, then the comparison per region, macro and micro:
 
 # %%
-course.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %%
 display(Markdown(report_markdown(report_table(list(runs.values())))))

@@ -172,7 +172,9 @@ def test_demo_trains_three_losses_reports_and_reuses(tmp_path, capsys, monkeypat
     assert (out / "report.md").is_file() and (out / "report.csv").is_file()
     checkpoints = snapshot(out / "synthetic")
     assert main(["demo", "--out", str(out), "--epochs", "1", "--jobs", "1"]) == 0
-    assert capsys.readouterr().out.count("reusing finished run") == 3
+    assert capsys.readouterr().out.count("reusing the finished run") == 3
     assert snapshot(out / "synthetic") == checkpoints
     assert main(["demo", "--out", str(out), "--epochs", "2", "--jobs", "1"]) == 2
-    assert "different config" in error_line(capsys)
+    # refused before any run trains: the first run decided names what differs
+    assert "different config (epochs: 1 in the run, 2 now)" in error_line(capsys)
+    assert snapshot(out / "synthetic") == checkpoints

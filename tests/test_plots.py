@@ -17,8 +17,10 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from calibtut import metrics, plots  # noqa: E402
 from calibtut.binning import BinStats, hard_binning  # noqa: E402
+from calibtut.runs import RunDir  # noqa: E402
 
 CLASS_NAMES = ["background", "LV", "RV"]
+nan = float("nan")
 
 
 def artists(ax, gid: str) -> list:
@@ -289,6 +291,112 @@ def test_sigmoid_overlay_draws_regions_and_the_chosen_channel():
         plots.image_overlay({**arrays, "confidence": probability[0]}, ["WT", "TC"])
     with pytest.raises(ValueError, match="lack"):
         plots.image_overlay({"image": arrays["image"]}, ["WT", "TC"])
+
+
+# --- figures about training ---
+
+
+def test_learning_curves_draw_each_runs_validated_epochs(tmp_path):
+    histories = {
+        "baseline": {
+            "train_loss": [0.9, 0.7, 0.6, 0.5],
+            "val_dice": [nan, 0.4, nan, 0.6],
+            "val_ace": [nan, 0.2, nan, 0.1],
+        },
+        "soft": {"train_loss": [1.0, 0.8, 0.75, 0.7], "val_dice": [nan, 0.3, nan, 0.5]},
+    }
+    runs = {}
+    for loss, columns in histories.items():
+        runs[loss] = RunDir(tmp_path / loss)
+        runs[loss].write_history(
+            {"epoch": e + 1, **{k: v[e] for k, v in columns.items()}} for e in range(4)
+        )
+    fig = plots.plot_learning_curves(runs, ("train_loss", "val_dice"))
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["train loss", "val dice"]
+    for ax, metric in zip(axes, ("train_loss", "val_dice"), strict=True):
+        for loss, columns in histories.items():
+            (line,) = artists(ax, f"curve:{loss}")
+            values = np.array(columns[metric])
+            epochs = np.flatnonzero(~np.isnan(values)) + 1  # epochs without validation left out
+            np.testing.assert_array_equal(line.get_xdata(), epochs)
+            np.testing.assert_allclose(line.get_ydata(), values[epochs - 1])
+            assert mcolors.to_rgba(line.get_color()) == mcolors.to_rgba(plots.LOSS_COLOURS[loss])
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
+        "Dice+CE", "+ soft mL1-ACE"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"soft.history\.csv has no column 'val_ace'"):
+        plots.plot_learning_curves(runs, ("val_dice", "val_ace"))
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        plots.plot_learning_curves(runs, "val_dice")
+
+
+def write_evaluated_run(root, loss: str, ace: np.ndarray, dice: np.ndarray) -> RunDir:
+    """A run of two images and two foreground classes (output channels 1, 2) with chosen values;
+    NaN Dice marks a class absent from the image."""
+    run = RunDir(root / loss)
+    run.write_config({"dataset": "toy", "loss": loss, "seed": 0,
+                      "class_names": ["background", "A", "B"]})  # fmt: skip
+    rows = [
+        {"image_id": f"img{i}", "class_index": c + 1, "class_name": "AB"[c],
+         "dice": dice[i, c], "ece": ace[i, c] / 2, "ace": ace[i, c], "mce": 1.0,
+         "empty": bool(np.isnan(dice[i, c]))}
+        for i in range(2) for c in range(2)
+    ]  # fmt: skip
+    zeros = torch.zeros(2, 2, 20, dtype=torch.float64)
+    run.write_results(rows, BinStats(zeros, zeros, zeros), ["img0", "img1"], ["A", "B"])
+    return run
+
+
+def test_dice_vs_ace_plots_each_image_and_the_means(tmp_path):
+    ace = {
+        "baseline": np.array([[0.2, 0.4], [0.1, 0.3]]),
+        "hard": np.array([[0.1, 0.1], [0.3, 0.1]]),
+    }
+    dice = {
+        "baseline": np.array([[0.8, 0.6], [0.9, nan]]),
+        "hard": np.array([[0.7, 0.5], [0.6, 0.2]]),
+    }
+    runs = {loss: write_evaluated_run(tmp_path, loss, ace[loss], dice[loss]) for loss in ace}
+    # by hand: ACE over both classes, Dice over the classes present in the image
+    expected = {"baseline": [(0.3, 0.7), (0.2, 0.9)], "hard": [(0.1, 0.6), (0.2, 0.4)]}
+    fig = plots.plot_dice_vs_ace(runs)
+    (ax,) = fig.axes
+    for loss, points in expected.items():
+        (images,) = artists(ax, f"images:{loss}")
+        np.testing.assert_allclose(images.get_offsets(), points)
+        (mean,) = artists(ax, f"mean:{loss}")
+        np.testing.assert_allclose(mean.get_offsets(), [np.mean(points, axis=0)])
+        np.testing.assert_allclose(
+            images.get_facecolor()[0][:3], mcolors.to_rgb(plots.LOSS_COLOURS[loss])
+        )
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "Dice+CE (mean)", "+ hard mL1-ACE (mean)"
+    ]  # fmt: skip
+
+
+def test_gradient_maps_give_each_loss_its_own_symmetric_log_scale():
+    image = np.arange(64.0).reshape(8, 8)
+    boundary = np.zeros((8, 8))
+    boundary[2:6, 2:6] = 1
+    small = np.linspace(-1e-4, 2e-4, 64).reshape(8, 8)
+    large = torch.from_numpy(-50 * small)
+    fig = plots.plot_gradient_maps(image, boundary, {"Dice + CE": small, "mL1-ACE": large})
+    panels = fig.axes[:3]
+    assert [ax.get_title() for ax in panels] == ["image and annotation", "Dice + CE", "mL1-ACE"]
+    np.testing.assert_array_equal(panels[0].images[0].get_array(), image)
+    for ax, gradient in zip(panels[1:], (small, large.numpy()), strict=True):
+        shown = ax.images[0]
+        np.testing.assert_allclose(shown.get_array(), gradient)
+        limit = np.abs(gradient).max()
+        norm = shown.norm
+        assert isinstance(norm, mcolors.SymLogNorm)
+        assert (norm.vmin, norm.vmax) == pytest.approx((-limit, limit))
+        assert norm.linthresh == pytest.approx(limit * 1e-3)
+    with pytest.raises(ValueError, match=r"gradient 'bad' has shape \(4, 4\), expected \(8, 8\)"):
+        plots.plot_gradient_maps(image, boundary, {"bad": np.zeros((4, 4))})
+    with pytest.raises(ValueError, match="one 2D shape"):
+        plots.plot_gradient_maps(image, boundary[:4], {})
 
 
 # --- binning figure, saving, display ---

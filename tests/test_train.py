@@ -186,8 +186,13 @@ def test_train_writes_a_complete_run(small_synthetic, tmp_path):
     per_image = run.per_image()
     assert len(per_image) == 3 * 3  # test images x scored classes (background left out)
     assert sorted(set(per_image["class_index"])) == [1, 2, 3]
+    # class_index is the output channel: it names the row's class in config.json
+    assert [config["class_names"][i] for i in per_image["class_index"]] == list(
+        per_image["class_name"]
+    )
     bins, ids, names = run.bins()
     assert bins.count.shape == (3, 3, 20) and names == ["organ", "ring", "lesion"]
+    assert run.class_indices() == [1, 2, 3]
     assert ids == [f"synthetic_test_{i:04d}" for i in range(3)]
     assert run.prediction_ids() == ids[:2]
     assert [r.path for r in find_runs(tmp_path)] == [run.path]
@@ -241,6 +246,41 @@ def test_finished_or_different_runs_are_not_overwritten(small_synthetic, tmp_pat
         train(tiny(lr=1e-4), None, tmp_path, progress=False)
     assert files(run) == before
     train(tiny(lr=1e-4), None, tmp_path, progress=False, overwrite=True)
+    assert run.config["lr"] == 1e-4 and is_finished(run)
+
+
+def test_plan_run_and_train_or_reuse(small_synthetic, tmp_path, capsys):
+    run = RunDir(tmp_path / "synthetic" / "baseline" / "seed_0")
+    assert T.plan_run(run, tiny()) == "train"
+    assert T.train_or_reuse(tiny(), None, tmp_path, progress=False).path == run.path
+    assert "synthetic/baseline/seed_0: training on cpu" in capsys.readouterr().out
+    assert T.plan_run(run, tiny()) == "reuse" and T.plan_run(run, tiny(), overwrite=True) == "train"
+    before = files(run)
+    assert T.train_or_reuse(tiny(), None, tmp_path, progress=False).path == run.path
+    assert "reusing the finished run in" in capsys.readouterr().out and files(run) == before
+
+    # another config is refused, naming exactly the fields that differ, and nothing changes
+    with pytest.raises(FileExistsError) as refused:
+        T.train_or_reuse(tiny(lr=1e-4, epochs=3), None, tmp_path, progress=False)
+    message = str(refused.value)
+    assert "different config (epochs: 2 in the run, 3 now; lr: 0.003 in the run, 0.0001 now)" in (
+        message
+    )
+    with pytest.raises(FileExistsError, match="different config"):
+        T.plan_run(run, tiny(seed=0, width=8))
+    assert files(run) == before
+
+    # results lost after training (e.g. evaluation interrupted): resumed, i.e. only re-evaluated
+    results = run.per_image()
+    run.per_image_path.unlink()
+    assert T.plan_run(run, tiny()) == "resume"
+    T.train_or_reuse(tiny(), None, tmp_path, progress=False)
+    assert "resuming the interrupted run on cpu" in capsys.readouterr().out
+    trained = ("checkpoint.pt", "best.pt", "history.csv", "config.json")
+    assert {name: files(run)[name] for name in trained} == {name: before[name] for name in trained}
+    pd.testing.assert_frame_equal(run.per_image(), results)
+
+    T.train_or_reuse(tiny(lr=1e-4), None, tmp_path, overwrite=True, progress=False)
     assert run.config["lr"] == 1e-4 and is_finished(run)
 
 

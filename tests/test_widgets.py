@@ -19,8 +19,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 
+import calibtut.train as T  # noqa: E402
 from calibtut import metrics, plots, widgets  # noqa: E402
 from calibtut.binning import BinStats  # noqa: E402
+from calibtut.data import spec  # noqa: E402
 from calibtut.runs import RunDir, run_path  # noqa: E402
 
 CLASS_NAMES = ["background", "LV", "RV"]
@@ -36,8 +38,14 @@ def write_run(
     class_names: list[str] = CLASS_NAMES,
     num_bins: int = 20,
     predictions: bool = True,
+    score_background: bool = True,
 ) -> RunDir:
-    """An evaluated run: noisy softmax outputs on box phantoms -> metrics -> run directory."""
+    """An evaluated run: noisy softmax outputs on box phantoms -> metrics -> run directory.
+
+    ``score_background=False`` writes it as training writes a softmax run (the paper's
+    setting): results for classes 1.. only, ``class_index`` counting output channels, while
+    config.json and the saved label maps keep every channel.
+    """
     generator = torch.Generator().manual_seed(seed)
     n_classes = len(class_names)
     labels = torch.zeros((n_images, *shape), dtype=torch.long)
@@ -54,9 +62,14 @@ def write_run(
     run = RunDir(run_path(root, "synthetic", loss, seed))
     run.write_config(
         {"dataset": "synthetic", "loss": loss, "seed": seed, "class_names": class_names,
-         "num_bins": num_bins, "activation": "softmax"}
+         "num_bins": num_bins, "activation": "softmax", "include_background": score_background}
     )  # fmt: skip
-    run.write_results(results.rows(ids, class_names), results.bins, ids, class_names)
+    rows, bins = results.rows(ids, class_names), results.bins
+    first = 0 if score_background else 1
+    rows = [row for row in rows if row["class_index"] >= first]
+    bins = BinStats(*(t[:, first:] for t in (bins.pred_sum, bins.target_sum, bins.count)))
+    scored = list(range(first, n_classes))
+    run.write_results(rows, bins, ids, class_names[first:], class_indices=scored)
     if predictions:
         for b, image_id in enumerate(ids):
             image = labels[b].float() + 0.3 * torch.randn(shape, generator=generator)
@@ -171,6 +184,48 @@ def test_overlay_says_when_no_prediction_was_saved(tmp_path):
     assert explorer.overlay_figure is None
 
 
+def legend_texts(fig) -> list[str]:
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
+def test_image_explorer_on_runs_that_leave_the_background_unscored(tmp_path):
+    """As train writes softmax runs: bins and per_image.csv hold LV and RV (channels 1 and 2)."""
+    runs = [write_run(tmp_path, loss, score_background=False) for loss in ("baseline", "soft")]
+    explorer = widgets.ImageExplorer(runs)
+    assert explorer.class_index.options == (("all classes", widgets.ALL_CLASSES), ("LV", 0),
+                                            ("RV", 1))  # fmt: skip
+    assert explorer.class_index.value == 0 and explorer.channels == [1]
+    tables = {run.config["loss"]: run.per_image() for run in runs}
+
+    def expected(image_id: str, names: list[str]) -> pd.DataFrame:
+        rows = [t[(t.image_id == image_id) & t.class_name.isin(names)].assign(run=loss)
+                for loss, t in tables.items()]  # fmt: skip
+        return pd.concat(rows).set_index(["run", "class_name"])[["ece", "ace", "mce", "dice"]]
+
+    pd.testing.assert_frame_equal(explorer.metrics_table, expected("case_000", ["LV"]))
+    for ax, (loss, table) in zip(panels(explorer.diagram_figure), tables.items(), strict=True):
+        assert ax.get_title() == f"{loss} · LV"
+        ece = table[(table.image_id == "case_000") & (table.class_name == "LV")].ece.item()
+        assert printed_ece(ax) == pytest.approx(ece, abs=5e-5)
+    # the overlay names label values by output channel (config.json), background included
+    assert legend_texts(explorer.overlay_figure)[:2] == ["LV", "RV"]
+    truth = next(a for a in explorer.overlay_figure.axes[1].get_children()
+                 if a.get_gid() == "ground_truth")  # fmt: skip
+    label = runs[0].prediction("case_000")["label"]
+    rgba = truth.get_array()
+    for channel in (1, 2):
+        colour = mcolors.to_rgba(plots.CLASS_COLOURS[channel], 0.6)
+        np.testing.assert_allclose(
+            rgba[label == channel], np.tile(colour, ((label == channel).sum(), 1))
+        )
+
+    explorer.class_index.value = 1
+    pd.testing.assert_frame_equal(explorer.metrics_table, expected("case_000", ["RV"]))
+    explorer.class_index.value = widgets.ALL_CLASSES
+    pd.testing.assert_frame_equal(explorer.metrics_table, expected("case_000", ["LV", "RV"]))
+    assert len(panels(explorer.diagram_figure)) == 4
+
+
 # --- dataset explorer ---
 
 
@@ -230,6 +285,52 @@ def test_dataset_explorer_table_and_histograms_follow_the_bins(tmp_path, three_r
     check(5, [0, 1, 2])
 
 
+def test_dataset_explorer_on_runs_that_leave_the_background_unscored(tmp_path):
+    runs = [write_run(tmp_path, loss, n_images=4, score_background=False)
+            for loss in ("baseline", "hard")]  # fmt: skip
+    explorer = widgets.DatasetExplorer(runs)
+    explorer.class_index.value = widgets.ALL_CLASSES
+    for run in runs:
+        per_image = run.per_image()
+        table = explorer.table.loc[run.config["loss"]]
+        assert list(table.index) == ["LV", "RV"]
+        by_name = per_image.groupby("class_name")
+        # per_image.csv matched by class, not by position: Dice and macro ACE of each class
+        np.testing.assert_allclose(table["dice"], by_name.dice.mean()[["LV", "RV"]])
+        np.testing.assert_allclose(table["macro_ace"], by_name.ace.mean()[["LV", "RV"]], rtol=1e-6)
+
+
+def test_a_run_that_train_wrote_can_be_explored(tmp_path, monkeypatch):
+    """The whole contract: train's evaluation writes the run, the explorers read it."""
+    small = spec("synthetic").replace(
+        image_size=(32, 32), patch_size=(32, 32), val_window=(32, 32), n_train=2, n_val=1, n_test=2
+    )
+    monkeypatch.setattr(T, "spec", lambda name: small)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = T.TrainConfig.for_dataset("synthetic", "soft", epochs=1, width=4)
+        run = T.train(config, None, tmp_path, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    per_image = run.per_image()
+    images = widgets.ImageExplorer(run)
+    assert images.overlay_figure is not None  # label values 0..3 are all named
+    assert legend_texts(images.overlay_figure)[:3] == ["organ", "ring", "lesion"]
+    images.class_index.value = widgets.ALL_CLASSES
+    first = per_image[per_image.image_id == images.image.value]
+    np.testing.assert_allclose(images.metrics_table["dice"], first["dice"])
+    assert list(images.metrics_table.index.get_level_values("class_name")) == [
+        "organ", "ring", "lesion"
+    ]  # fmt: skip
+    dataset = widgets.DatasetExplorer(run)
+    dataset.class_index.value = widgets.ALL_CLASSES
+    dice = per_image.groupby("class_name").dice.mean()
+    np.testing.assert_allclose(
+        dataset.table["dice"], dice[["organ", "ring", "lesion"]], equal_nan=True
+    )
+
+
 def test_dataset_explorer_colour_scale_and_runs(three_runs):
     explorer = widgets.DatasetExplorer(three_runs)
     mesh = next(a for a in panels(explorer.figure, "histogram")[0].get_children()
@@ -268,6 +369,48 @@ def test_explorers_name_bad_inputs(tmp_path):
     c = write_run(tmp_path / "c", "soft", n_images=1, num_bins=10)
     with pytest.raises(ValueError, match="one saved number of bins"):
         widgets.DatasetExplorer([a, c])
+    # the same scored classes (LV, RV) on other output channels are other classes
+    d = write_run(tmp_path / "d", "soft", n_images=1, score_background=False)
+    e = write_run(tmp_path / "e", "hard", n_images=1, class_names=["LV", "RV"])
+    with pytest.raises(ValueError, match="same classes"):
+        widgets.ImageExplorer([d, e])
+
+
+# --- the run directory's classes, which the explorers rely on ---
+
+
+def test_results_record_each_scored_class_output_channel(tmp_path):
+    run = write_run(tmp_path, n_images=2, score_background=False)
+    bins, ids, names = run.bins()
+    assert names == ["LV", "RV"] and run.class_indices() == [1, 2]
+    rows = run.per_image().to_dict("records")
+    before = {p: p.read_bytes() for p in (run.bins_path, run.per_image_path)}
+    with pytest.raises(ValueError, match=r"rows give classes the channels \{'LV': 1, 'RV': 2\}"):
+        run.write_results(rows, bins, ids, names, class_indices=[0, 1])
+    with pytest.raises(ValueError, match="its own output channel"):
+        run.write_results(rows, bins, ids, names, class_indices=[1, 1])
+    with pytest.raises(ValueError, match=r"not in class_names \['LV'\]"):
+        lv = BinStats(*(t[:, :1] for t in (bins.pred_sum, bins.target_sum, bins.count)))
+        run.write_results(rows, lv, ids, ["LV"])
+    assert {p: p.read_bytes() for p in before} == before  # refused before anything is written
+    run.write_results(rows, bins, ids, names)  # channels taken from the rows
+    assert run.class_indices() == [1, 2]
+    run.write_config({**run.config, "class_names": ["background", "RV", "LV"]})
+    with pytest.raises(ValueError, match="puts class 'LV' at output channel 1"):
+        run.class_indices()
+
+
+def test_runs_that_do_not_say_which_channel_is_which_are_named(tmp_path):
+    run = write_run(tmp_path / "a", n_images=1)
+    with np.load(run.bins_path) as saved:
+        arrays = {k: saved[k] for k in saved.files if k != "class_indices"}
+    np.savez_compressed(run.bins_path, **arrays)
+    with pytest.raises(ValueError, match="lacks array 'class_indices'.*evaluate the run again"):
+        widgets.DatasetExplorer(run)
+    unnamed = write_run(tmp_path / "b", n_images=1)
+    unnamed.write_config({k: v for k, v in unnamed.config.items() if k != "class_names"})
+    with pytest.raises(ValueError, match="config.json lacks class_names"):
+        widgets.ImageExplorer(unnamed)
 
 
 def test_explorers_open_on_one_run_per_loss(tmp_path):
