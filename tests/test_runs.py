@@ -81,7 +81,7 @@ def test_prediction_round_trip_and_shape_errors(tmp_path):
 def test_missing_and_corrupt_files_are_named(tmp_path):
     run = RunDir(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
-        run.config
+        _ = run.config
     with pytest.raises(FileNotFoundError, match="per_image.csv"):
         run.per_image()
     with pytest.raises(FileNotFoundError, match="bins.npz"):
@@ -89,7 +89,7 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     run.path.mkdir()
     run.config_path.write_text("{not json")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
-        run.config
+        _ = run.config
     run.per_image_path.write_text("image_id,dice\na,0.5\n")
     with pytest.raises(ValueError, match="lacks columns"):
         run.per_image()
