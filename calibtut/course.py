@@ -9,7 +9,9 @@
 * :func:`train_losses`: the three losses of one dataset, reusing finished runs;
 * tables about training rather than calibration (settings, classes, headline numbers) and
   :func:`toy_segmentation`, the hand-made prediction that notebooks 01 and 02 compute on;
-* :func:`save_result`: the small JSON file each notebook ends with, which the tests read.
+* :func:`paper_comparison`: one dataset's published results beside your runs on it;
+* :func:`save_result`: the small JSON file each notebook ends with, which the tests read, and
+  :func:`dataset_result`, what the dataset notebooks (04-07) put in it.
 
 Calibration itself is computed by :mod:`calibtut.metrics`; every figure, including those about
 training (learning curves, the Dice-ACE trade-off, gradient maps), is drawn by
@@ -29,10 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from monai.networks import one_hot
 from scipy import ndimage
 
-from calibtut import paper
+from calibtut import paper, plots
 from calibtut.data import SPLITS, DatasetSpec, spec, write_phantom
 from calibtut.data.phantoms import MARKER as PHANTOM_MARKER
 from calibtut.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
@@ -55,9 +58,12 @@ __all__ = [
     "class_table",
     "configuration_table",
     "paper_and_runs_frame",
+    "PaperComparison",
+    "paper_comparison",
     "ToySegmentation",
     "toy_segmentation",
     "save_result",
+    "dataset_result",
 ]
 
 REPOSITORY_URL = "https://github.com/calibtut/calibtut"
@@ -115,7 +121,7 @@ class Settings:
 
 
 def resolve_settings(
-    dataset: str,
+    dataset: str | DataSource,
     *,
     smoke: bool,
     device: str | None = None,
@@ -125,11 +131,14 @@ def resolve_settings(
 ) -> Settings:
     """A notebook's parameters as :class:`Settings`, printed.
 
-    ``device`` None picks CUDA, then Apple MPS, then the CPU. ``smoke`` shrinks training to a
-    few steps of a narrow network on small patches; ``epochs`` and ``overrides`` (any
+    ``dataset`` is a name, or where :func:`locate_dataset` found it: a phantom's numbers mean
+    nothing, so it is trained like ``smoke``. ``device`` None picks CUDA, then Apple MPS, then
+    the CPU. ``smoke`` shrinks training to a few steps of a narrow network on small patches; ``epochs`` and ``overrides`` (any
     :class:`~calibtut.train.TrainConfig` field, None meaning "keep") win over both. On a CPU,
     torch is set to one thread unless ``OMP_NUM_THREADS`` is set.
     """
+    if isinstance(dataset, DataSource):
+        dataset, smoke = dataset.dataset, smoke or dataset.phantom
     data = spec(dataset)  # an unknown name fails here, with the list of known ones
     chosen: dict[str, Any] = dict(_SMALL[data.spatial_dims]) if smoke else {}
     if smoke:
@@ -322,6 +331,38 @@ def paper_and_runs_frame(
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
+@dataclass(frozen=True)
+class PaperComparison:
+    """One dataset's per-image results (the paper's, and yours on real data) and their changes."""
+
+    frame: pd.DataFrame
+    """Per image, loss and metric: :func:`paper_and_runs_frame` for the one dataset."""
+    changes: pd.DataFrame
+    """Per source, loss and metric: the per-image percentage change against the baseline, mean
+    ± std (:func:`calibtut.paper.percentage_change_table`, without its pooled "all" rows)."""
+
+    def markdown(self) -> str:
+        """The changes as the Markdown table notebooks display."""
+        return paper.percentage_change_markdown(self.changes)
+
+    def figure(self, metrics: Sequence[str] = ("macro_ace", "dice")) -> Figure:
+        """Box plots of the per-image values of ``metrics``, paper and yours side by side."""
+        return plots.plot_per_image_distributions(self.frame, metrics=metrics)
+
+
+def paper_comparison(
+    paper_root: str | Path | None, run_root: str | Path, dataset: str
+) -> PaperComparison | None:
+    """The paper's results on ``dataset`` beside your runs of it on real data under ``run_root``
+    (runs on phantoms are left out); None when neither is there (see :func:`paper_and_runs_frame`).
+    """
+    frame = paper_and_runs_frame(paper_root, run_root, [dataset])
+    if frame is None:
+        return None
+    changes = paper.percentage_change_table(frame=frame)
+    return PaperComparison(frame, changes[changes["dataset"] != "all"].reset_index(drop=True))
+
+
 # --- the hand-made segmentation of notebooks 01 and 02 ------------------------------------------
 
 
@@ -382,3 +423,26 @@ def save_result(run_root: str | Path, notebook: str, result: Mapping[str, Any]) 
     text = json.dumps(_plain(result), indent=2, allow_nan=False)
     atomic_write(path, lambda p: p.write_text(text + "\n"))
     print(f"results written to {path}")
+
+
+def dataset_result(
+    source: DataSource,
+    settings: Settings,
+    runs: Mapping[str, RunDir],
+    comparison: PaperComparison | None,
+) -> dict[str, Any]:
+    """What a dataset notebook (04-07) found, for :func:`save_result`: where its data and runs
+    are, the headline numbers per loss, and the paper comparison's changes (None without one)."""
+    if settings.dataset != source.dataset:
+        raise ValueError(
+            f"settings are for {settings.dataset!r} but the data source is {source.dataset!r}."
+        )
+    return {
+        "dataset": source.dataset,
+        "phantom": source.phantom,
+        "data_root": source.root,
+        "device": str(settings.device),
+        "runs": {loss: run.path for loss, run in runs.items()},
+        "summary": headline(runs),
+        "paper": None if comparison is None else comparison.changes.to_dict(orient="records"),
+    }

@@ -497,6 +497,38 @@ def compare_dataset_reliability_histograms(
     return _dataset_grid(runs, class_names, classes, norm, gamma, include_average, title)
 
 
+@styled
+def compare_run_reliability_histograms(
+    runs: Mapping[str, RunDir],
+    classes: Sequence[str] | None = None,
+    norm: str = "log",
+    gamma: float = 0.5,
+    include_average: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """:func:`compare_dataset_reliability_histograms` of saved runs, from their ``bins.npz``.
+
+    ``classes`` picks panels by class name (all scored classes when None), so that a notebook
+    names the organs it shows rather than counting channels. The runs must score the same classes.
+    """
+    if not isinstance(runs, Mapping) or not runs:
+        raise ValueError("runs must be a non-empty mapping {label: RunDir}.")
+    saved = {label: run.bins() for label, run in runs.items()}
+    names = {label: class_names for label, (_, _, class_names) in saved.items()}
+    shared = next(iter(names.values()))
+    if any(other != shared for other in names.values()):
+        raise ValueError(f"runs to compare must score the same classes, got {names}.")
+    stats = {label: bins for label, (bins, _, _) in saved.items()}
+    chosen = None if classes is None else [_class_index(c, shared, "classes") for c in classes]
+    return _dataset_grid(stats, shared, chosen, norm, gamma, include_average, title)
+
+
+def _class_index(name: str, class_names: Sequence[str], what: str) -> int:
+    if name not in class_names:
+        raise ValueError(f"{what}: {name!r} is not one of the classes {list(class_names)}.")
+    return list(class_names).index(name)
+
+
 def _colour_norm(norm: str, gamma: float, matrices: list[np.ndarray]) -> mcolors.Normalize:
     if norm not in HISTOGRAM_NORMS:
         raise ValueError(f"norm must be one of {HISTOGRAM_NORMS}, got {norm!r}.")
@@ -650,6 +682,39 @@ def compare_image_overlays(
 ) -> Figure:
     """Overlays of one case under several runs, one row per run (see :func:`image_overlay`)."""
     return _overlay_grid(runs, class_names, slice_index, axis, channel, title)
+
+
+@styled
+def compare_run_overlays(
+    runs: Mapping[str, RunDir],
+    image_id: str | None = None,
+    channel: str | None = None,
+    slice_index: int | None = None,
+    axis: int = -1,
+) -> Figure:
+    """:func:`compare_image_overlays` of one test image saved by every run, titled by its id.
+
+    ``image_id`` None takes the first (sorted) image that every run saved. ``channel`` names
+    the region shown for multi-label (sigmoid) datasets, e.g. KiTS's "tumor"; None is the first
+    channel. Class names come from the runs' ``config.json``, which must agree.
+    """
+    if not isinstance(runs, Mapping) or not runs:
+        raise ValueError("runs must be a non-empty mapping {label: RunDir}.")
+    names = {label: run.config.get("class_names") for label, run in runs.items()}
+    class_names = next(iter(names.values()))
+    if class_names is None or any(other != class_names for other in names.values()):
+        raise ValueError(f"runs to compare must name the same classes in config.json, got {names}.")
+    if image_id is None:
+        shared = set.intersection(*(set(run.prediction_ids()) for run in runs.values()))
+        if not shared:
+            raise ValueError(
+                f"no test image has a saved prediction in every run of {list(runs)} "
+                "(predictions/ under each run directory)."
+            )
+        image_id = min(shared)
+    index = 0 if channel is None else _class_index(channel, class_names, "channel")
+    arrays = {label: run.prediction(image_id) for label, run in runs.items()}
+    return _overlay_grid(arrays, class_names, slice_index, axis, index, image_id)
 
 
 def _overlay_grid(

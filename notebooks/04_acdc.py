@@ -56,7 +56,7 @@ patch_size = None  # None: the paper's 256 x 256 x 16; e.g. (160, 160, 16) for a
 # %%
 from IPython.display import Markdown, display
 
-from calibtut import course, paper, plots
+from calibtut import course, plots
 from calibtut.data import spec
 from calibtut.report import report_markdown, report_table
 
@@ -96,12 +96,7 @@ print(acdc.preprocessing)
 
 # %%
 settings = course.resolve_settings(
-    "acdc",
-    smoke=smoke or source.phantom,
-    device=device,
-    epochs=epochs,
-    run_root=run_root,
-    patch_size=patch_size,
+    source, smoke=smoke, device=device, epochs=epochs, run_root=run_root, patch_size=patch_size
 )
 display(course.configuration_table(settings))
 
@@ -144,16 +139,10 @@ display(Markdown(report_markdown(report_table(list(runs.values())))))
 # at the slice with the most heart, under the three runs.
 
 # %%
-bins = {loss: run.bins() for loss, run in runs.items()}
-plots.compare_dataset_reliability_histograms(
-    {loss: stats for loss, (stats, _, _) in bins.items()}, bins["baseline"][2]
-)
+plots.compare_run_reliability_histograms(runs)
 
 # %%
-first = runs["baseline"].prediction_ids()[0]
-plots.compare_image_overlays(
-    {loss: run.prediction(first) for loss, run in runs.items()}, acdc.class_names, title=first
-)
+plots.compare_run_overlays(runs)
 
 # %% [markdown]
 # ## Beside the paper
@@ -166,24 +155,9 @@ plots.compare_image_overlays(
 # real data beside them when there are any (notebook 09 does this for all four datasets).
 
 # %%
-frame = course.paper_and_runs_frame(paper_root, run_root, ["acdc"])
-if frame is not None:
-    changes = paper.percentage_change_table(frame=frame)
-    changes = changes[changes["dataset"] != "all"]
-    display(Markdown(paper.percentage_change_markdown(changes)))
-    display(plots.plot_per_image_distributions(frame, metrics=("macro_ace", "dice")))
+comparison = course.paper_comparison(paper_root, run_root, "acdc")
+if comparison is not None:
+    display(Markdown(comparison.markdown()), comparison.figure())
 
 # %%
-course.save_result(
-    run_root,
-    "04_acdc",
-    {
-        "dataset": "acdc",
-        "phantom": source.phantom,
-        "data_root": source.root,
-        "device": str(settings.device),
-        "runs": {loss: run.path for loss, run in runs.items()},
-        "summary": course.headline(runs),
-        "paper": None if frame is None else changes.to_dict(orient="records"),
-    },
-)
+course.save_result(run_root, "04_acdc", course.dataset_result(source, settings, runs, comparison))

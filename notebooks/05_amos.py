@@ -51,7 +51,7 @@ patch_size = None  # None: the paper's 176 x 176 x 64; smaller for a GPU with le
 # %%
 from IPython.display import Markdown, display
 
-from calibtut import course, paper, plots
+from calibtut import course, plots
 from calibtut.data import spec
 from calibtut.report import report_markdown, report_table
 
@@ -92,12 +92,7 @@ print(amos.preprocessing)
 
 # %%
 settings = course.resolve_settings(
-    "amos",
-    smoke=smoke or source.phantom,
-    device=device,
-    epochs=epochs,
-    run_root=run_root,
-    patch_size=patch_size,
+    source, smoke=smoke, device=device, epochs=epochs, run_root=run_root, patch_size=patch_size
 )
 display(course.configuration_table(settings))
 
@@ -135,18 +130,10 @@ display(Markdown(report_markdown(report_table(list(runs.values())))))
 # then one test scan under the three runs, at the slice with the most labelled voxels:
 
 # %%
-bins = {loss: run.bins() for loss, run in runs.items()}
-names = bins["baseline"][2]
-chosen = [names.index(organ) for organ in ("liver", "pancreas", "left adrenal gland")]
-plots.compare_dataset_reliability_histograms(
-    {loss: stats for loss, (stats, _, _) in bins.items()}, names, classes=chosen
-)
+plots.compare_run_reliability_histograms(runs, classes=("liver", "pancreas", "left adrenal gland"))
 
 # %%
-first = runs["baseline"].prediction_ids()[0]
-plots.compare_image_overlays(
-    {loss: run.prediction(first) for loss, run in runs.items()}, amos.class_names, title=first
-)
+plots.compare_run_overlays(runs)
 
 # %% [markdown]
 # ## Beside the paper
@@ -159,24 +146,9 @@ plots.compare_image_overlays(
 # per-scan distributions, from the authors' files, with your runs on real data when present:
 
 # %%
-frame = course.paper_and_runs_frame(paper_root, run_root, ["amos"])
-if frame is not None:
-    changes = paper.percentage_change_table(frame=frame)
-    changes = changes[changes["dataset"] != "all"]
-    display(Markdown(paper.percentage_change_markdown(changes)))
-    display(plots.plot_per_image_distributions(frame, metrics=("macro_ace", "dice")))
+comparison = course.paper_comparison(paper_root, run_root, "amos")
+if comparison is not None:
+    display(Markdown(comparison.markdown()), comparison.figure())
 
 # %%
-course.save_result(
-    run_root,
-    "05_amos",
-    {
-        "dataset": "amos",
-        "phantom": source.phantom,
-        "data_root": source.root,
-        "device": str(settings.device),
-        "runs": {loss: run.path for loss, run in runs.items()},
-        "summary": course.headline(runs),
-        "paper": None if frame is None else changes.to_dict(orient="records"),
-    },
-)
+course.save_result(run_root, "05_amos", course.dataset_result(source, settings, runs, comparison))

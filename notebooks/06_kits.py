@@ -57,7 +57,7 @@ patch_size = None  # None: the paper's 128 x 128 x 128; smaller for a GPU with l
 # %%
 from IPython.display import Markdown, display
 
-from calibtut import course, paper, plots
+from calibtut import course, plots
 from calibtut.data import spec
 from calibtut.report import report_markdown, report_table
 
@@ -91,12 +91,7 @@ print(kits.preprocessing)
 
 # %%
 settings = course.resolve_settings(
-    "kits",
-    smoke=smoke or source.phantom,
-    device=device,
-    epochs=epochs,
-    run_root=run_root,
-    patch_size=patch_size,
+    source, smoke=smoke, device=device, epochs=epochs, run_root=run_root, patch_size=patch_size
 )
 display(course.configuration_table(settings))
 
@@ -134,19 +129,10 @@ display(Markdown(report_markdown(report_table(list(runs.values())))))
 # (the `channel` argument picks the region):
 
 # %%
-bins = {loss: run.bins() for loss, run in runs.items()}
-plots.compare_dataset_reliability_histograms(
-    {loss: stats for loss, (stats, _, _) in bins.items()}, bins["baseline"][2]
-)
+plots.compare_run_reliability_histograms(runs)
 
 # %%
-first = runs["baseline"].prediction_ids()[0]
-plots.compare_image_overlays(
-    {loss: run.prediction(first) for loss, run in runs.items()},
-    kits.class_names,
-    channel=kits.class_names.index("tumor"),
-    title=first,
-)
+plots.compare_run_overlays(runs, channel="tumor")
 
 # %% [markdown]
 # ## Beside the paper
@@ -159,24 +145,9 @@ plots.compare_image_overlays(
 # notebook 01. From the authors' files, with your runs on real data when present:
 
 # %%
-frame = course.paper_and_runs_frame(paper_root, run_root, ["kits"])
-if frame is not None:
-    changes = paper.percentage_change_table(frame=frame)
-    changes = changes[changes["dataset"] != "all"]
-    display(Markdown(paper.percentage_change_markdown(changes)))
-    display(plots.plot_per_image_distributions(frame, metrics=("macro_ace", "dice")))
+comparison = course.paper_comparison(paper_root, run_root, "kits")
+if comparison is not None:
+    display(Markdown(comparison.markdown()), comparison.figure())
 
 # %%
-course.save_result(
-    run_root,
-    "06_kits",
-    {
-        "dataset": "kits",
-        "phantom": source.phantom,
-        "data_root": source.root,
-        "device": str(settings.device),
-        "runs": {loss: run.path for loss, run in runs.items()},
-        "summary": course.headline(runs),
-        "paper": None if frame is None else changes.to_dict(orient="records"),
-    },
-)
+course.save_result(run_root, "06_kits", course.dataset_result(source, settings, runs, comparison))

@@ -24,10 +24,11 @@ import pytest
 import torch
 
 import calibtut.train as train_module
-from calibtut import course
+from calibtut import course, paper, plots
 from calibtut.binning import BinStats
 from calibtut.data import spec, write_phantom
 from calibtut.data.phantoms import MARKER
+from calibtut.metrics import dataset_reliability_histogram
 from calibtut.runs import RunDir, run_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,6 +213,165 @@ def test_save_result_writes_plain_json(tmp_path, capsys):
         "value": 0.5, "tensor": [1.0, None], "frame": {"hard": {"ace": 0.1}, "soft": {"ace": None}},
         "path": str(tmp_path), "series": {"hard": 0.1, "soft": None},
     }  # fmt: skip
+
+
+def test_resolve_settings_trains_a_phantom_small(one_thread, tmp_path, capsys):
+    phantom = course.DataSource("acdc", tmp_path, phantom=True)
+    settings = course.resolve_settings(phantom, smoke=False, device="cpu", epochs=3)
+    assert settings.small and settings.dataset == "acdc"
+    assert (settings.config("hard").max_steps, settings.config("hard").epochs) == (2, 3)
+    real = course.DataSource("acdc", tmp_path, phantom=False)
+    assert course.resolve_settings(real, smoke=False, device="cpu").config("hard").epochs == 600
+
+
+def write_binned_runs(run_root: Path) -> dict[str, RunDir]:
+    """Two evaluated runs of three scored classes with random bins (3 images, 5 bins)."""
+    generator = torch.Generator().manual_seed(0)
+    runs = {}
+    for loss in ("baseline", "soft"):
+        count = torch.randint(0, 4, (3, 3, 5), generator=generator).double()
+        target = count * torch.rand(count.shape, generator=generator, dtype=torch.float64)
+        pred = count * torch.linspace(0.1, 0.9, 5, dtype=torch.float64)
+        run = RunDir(run_path(run_root, "acdc", loss, 0))
+        run.write_config({"dataset": "acdc", "loss": loss, "seed": 0,
+                          "class_names": ["background", "RV", "MYO", "LV"]})  # fmt: skip
+        images = ["patient101_frame01", "patient101_frame14", "patient102_frame01"]
+        rows = [
+            {"image_id": image, "class_index": c + 1, "class_name": name, "dice": 0.5,
+             "ece": 0.1, "ace": 0.1, "mce": 0.1, "empty": False}
+            for image in images
+            for c, name in enumerate(["RV", "MYO", "LV"])
+        ]  # fmt: skip
+        run.write_results(rows, BinStats(pred, target, count), images, ["RV", "MYO", "LV"])
+        runs[loss] = run
+    return runs
+
+
+def panels(fig) -> dict[str, Any]:
+    return {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+
+
+def test_compare_run_reliability_histograms_reads_the_runs_bins(tmp_path):
+    runs = write_binned_runs(tmp_path)
+    fig = plots.compare_run_reliability_histograms(runs, classes=["LV", "RV"])
+    shown = panels(fig)
+    assert set(shown) == {f"{loss} · {name}" for loss in runs for name in ("LV", "RV", "average")}
+    for loss, run in runs.items():
+        bins, _, names = run.bins()
+        expected = dataset_reliability_histogram(bins).numpy()
+        for name in ("LV", "RV"):
+            (mesh,) = [
+                c for c in shown[f"{loss} · {name}"].collections if c.get_gid() == "histogram"
+            ]
+            drawn = np.ma.filled(mesh.get_array(), 0).reshape(5, 5)
+            np.testing.assert_allclose(drawn, expected[names.index(name)])
+    everything = panels(plots.compare_run_reliability_histograms(runs))
+    assert {"baseline · MYO", "soft · average"} <= set(everything) and len(everything) == 8
+    with pytest.raises(ValueError, match="'aorta' is not one of the classes"):
+        plots.compare_run_reliability_histograms(runs, classes=["aorta"])
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        plots.compare_run_reliability_histograms({})
+    brats = RunDir(run_path(tmp_path / "brats", "brats", "soft", 0))
+    brats.write_config({"dataset": "brats", "loss": "soft", "seed": 0})
+    zeros = torch.zeros(3, 3, 5, dtype=torch.float64)
+    brats.write_results(
+        [], BinStats(zeros, zeros, zeros), ["a", "b", "c"], ["WT", "TC", "ET"], [0, 1, 2]
+    )
+    with pytest.raises(ValueError, match="must score the same classes"):
+        plots.compare_run_reliability_histograms({"acdc": runs["soft"], "brats": brats})
+
+
+def write_overlay_runs(run_root: Path) -> dict[str, RunDir]:
+    """Two multi-label runs: regions WT and TC with constant confidences 0.25 and 0.75."""
+    runs = {}
+    image = np.arange(8 * 8 * 4, dtype=np.float32).reshape(8, 8, 4)
+    label = np.zeros((2, 8, 8, 4), dtype=np.uint8)
+    label[:, 2:6, 2:6, 1:3] = 1
+    confidence = np.stack([np.full((8, 8, 4), 0.25), np.full((8, 8, 4), 0.75)])
+    for loss, ids in (("baseline", ["case_b", "case_c"]), ("soft", ["case_a", "case_b", "case_c"])):
+        run = RunDir(run_path(run_root, "brats", loss, 0))
+        run.write_config({"dataset": "brats", "loss": loss, "class_names": ["WT", "TC"]})
+        for image_id in ids:
+            run.write_prediction(image_id, image, label, label, confidence)
+        runs[loss] = run
+    return runs
+
+
+def test_compare_run_overlays_shows_an_image_every_run_saved(tmp_path):
+    runs = write_overlay_runs(tmp_path)
+    fig = plots.compare_run_overlays(runs, channel="TC")
+    assert fig._suptitle.get_text() == "case_b"  # case_a is saved by one run only
+    shown = panels(fig)
+    assert "P(TC)" in shown and "errors of TC" in shown
+    confidences = [im for ax in fig.axes for im in ax.images if im.get_gid() == "confidence"]
+    assert len(confidences) == 2 and all(np.all(im.get_array() == 0.75) for im in confidences)
+    first = plots.compare_run_overlays(runs, image_id="case_c")
+    assert first._suptitle.get_text() == "case_c" and "P(WT)" in panels(first)
+    with pytest.raises(ValueError, match="'ET' is not one of the classes"):
+        plots.compare_run_overlays(runs, channel="ET")
+    with pytest.raises(FileNotFoundError, match="case_a"):
+        plots.compare_run_overlays(runs, image_id="case_a")
+    for path in runs["soft"].predictions_dir.glob("case_[bc].npz"):
+        path.unlink()
+    with pytest.raises(ValueError, match="no test image has a saved prediction in every run"):
+        plots.compare_run_overlays(runs)
+
+
+def test_paper_comparison_puts_your_runs_beside_the_papers(tmp_path, capsys):
+    if not PAPER_RESULTS.is_dir():
+        pytest.skip(f"the paper's published results are not at {PAPER_RESULTS}")
+    write_fake_runs(tmp_path / "runs")
+    comparison = course.paper_comparison(PAPER_RESULTS, tmp_path / "runs", "acdc")
+    assert "Your runs on real data: acdc/baseline/seed_0" in capsys.readouterr().out
+    assert set(comparison.frame["dataset"]) == set(comparison.changes["dataset"]) == {"acdc"}
+    cells = {
+        (row["source"], row["metric"], row["loss"]): row
+        for row in comparison.changes.to_dict(orient="records")
+    }
+    assert round(cells[("paper", "macro_ace", "hard")]["mean"], 2) == -22.36
+    assert cells[("yours", "macro_ace", "hard")]["mean"] == pytest.approx(-20.0)  # 0.8 x baseline
+    assert cells[("yours", "dice", "soft")]["mean"] == pytest.approx(-5.0)
+    assert cells[("yours", "macro_ace", "soft")]["n"] == 3
+    table = comparison.markdown()
+    assert (
+        "| paper | acdc | -22.36 ± 15.05 |" in table and "| yours | acdc | -20.00 ± 0.00 |" in table
+    )
+    assert "| all |" not in table
+    titles = set(panels(comparison.figure(metrics=("dice",))))
+    assert titles == {"acdc: " + plots.METRIC_LABELS["dice"]}
+
+
+def test_paper_comparison_is_none_without_paper_or_runs(tmp_path, monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(paper, "paper_frame", offline)
+    assert course.paper_comparison(None, tmp_path / "nothing", "kits") is None
+    message = capsys.readouterr().out
+    assert "could not be loaded" in message and "No runs of kits on real data" in message
+
+
+def test_dataset_result_is_what_the_dataset_notebooks_save(one_thread, tmp_path):
+    tables = write_fake_runs(tmp_path / "runs")
+    runs = {loss: RunDir(run_path(tmp_path / "runs", "acdc", loss, 0)) for loss in tables}
+    source = course.DataSource("acdc", tmp_path / "acdc", phantom=False)
+    settings = course.resolve_settings(source, smoke=True, device="cpu", run_root=tmp_path)
+    changes = pd.DataFrame({"source": ["yours"], "mean": [-20.0]})
+    comparison = course.PaperComparison(pd.DataFrame(), changes)
+    result = course.dataset_result(source, settings, runs, comparison)
+    assert {k: result[k] for k in ("dataset", "phantom", "data_root", "device", "paper")} == {
+        "dataset": "acdc", "phantom": False, "data_root": tmp_path / "acdc", "device": "cpu",
+        "paper": [{"source": "yours", "mean": -20.0}],
+    }  # fmt: skip
+    assert result["runs"] == {loss: run.path for loss, run in runs.items()}
+    for loss, table in tables.items():
+        for metric in ("dice", "ece", "ace", "mce"):  # every class present: plain means
+            by_image = table.groupby("image_id")[metric].mean().mean()
+            assert result["summary"].loc[loss, metric] == pytest.approx(by_image)
+    assert course.dataset_result(source, settings, runs, None)["paper"] is None
+    other = course.resolve_settings("kits", smoke=True, device="cpu")
+    with pytest.raises(ValueError, match="settings are for 'kits' but the data source is 'acdc'"):
+        course.dataset_result(source, other, runs, None)
 
 
 # --- running them -------------------------------------------------------------------------------
