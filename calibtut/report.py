@@ -290,36 +290,32 @@ def _write_figures(runs: Sequence[RunDir], folder: Path) -> list[tuple[str, Path
             )
             for loss in losses
         }
-        bins = {loss: run.bins() for loss, run in chosen.items()}
-        class_names = bins[losses[0]][2]
-        stats = {loss: b for loss, (b, _, _) in bins.items()}
         suffix = f"{dataset}, seed {seeds[0]}"
         figures = [
             (
                 f"Dataset reliability histograms ({suffix})",
                 f"{dataset}_reliability_histograms",
-                plots.compare_dataset_reliability_histograms(stats, class_names),
+                plots.compare_run_reliability_histograms(chosen),
             ),
         ]
+        bins = {loss: run.bins() for loss, run in chosen.items()}
         first_id = bins[losses[0]][1][0]
         if all(ids[0] == first_id for _, ids, _ in bins.values()):
+            stats = {loss: b for loss, (b, _, _) in bins.items()}
             figures.append(
                 (
                     f"Reliability diagrams of test image {first_id} ({suffix})",
                     f"{dataset}_reliability_diagrams",
-                    plots.compare_reliability_diagrams(stats, class_names, image=0),
+                    plots.compare_reliability_diagrams(stats, bins[losses[0]][2], image=0),
                 )
             )
-        saved = [set(run.prediction_ids()) for run in chosen.values()]
-        shared = sorted(set.intersection(*saved))
+        shared = sorted(set.intersection(*(set(run.prediction_ids()) for run in chosen.values())))
         if shared:
-            overlays = {loss: run.prediction(shared[0]) for loss, run in chosen.items()}
-            all_classes = chosen[losses[0]].config["class_names"]
             figures.append(
                 (
                     f"Test image {shared[0]} ({suffix})",
                     f"{dataset}_overlays",
-                    plots.compare_image_overlays(overlays, all_classes),
+                    plots.compare_run_overlays(chosen, image_id=shared[0]),
                 )
             )
         for title, name, fig in figures:
