@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibtut.data.errors import check_pairs
 from calibtut.data.spec import Case, NiftiDatasetSpec, ZScore
 from calibtut.data.volumes import diagonal_affine, render, save_nifti, smooth_noise, world_grid
 
@@ -46,18 +47,12 @@ def find_cases(spec: NiftiDatasetSpec, root: Path, part: str) -> list[Case]:
             match = FRAME.fullmatch(path.name)
             if match and match["patient"] == patient.name:
                 (labels if match["gt"] else images)[match["frame"]] = path
-        unlabelled = sorted(images.keys() - labels.keys())
-        if unlabelled:
-            frame = unlabelled[0]
-            raise FileNotFoundError(
-                spec.problem(
-                    f"image without its label: {images[frame]} "
-                    f"(expected {patient / f'{patient.name}_frame{frame}_gt.nii.gz'})"
-                )
-            )
-        orphans = sorted(labels.keys() - images.keys())
-        if orphans:
-            raise FileNotFoundError(spec.problem(f"label without its image: {labels[orphans[0]]}"))
+        check_pairs(
+            spec.problem,
+            images,
+            labels,
+            lambda frame, patient=patient: patient / f"{patient.name}_frame{frame}_gt.nii.gz",
+        )
         if not images:
             raise FileNotFoundError(spec.problem(f"no annotated frames in {patient}"))
         cases += [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibtut.data.errors import check_pairs
 from calibtut.data.spec import Case, HUWindow, NiftiDatasetSpec
 from calibtut.data.volumes import diagonal_affine, ellipsoid, render, save_nifti, world_grid
 
@@ -62,17 +63,7 @@ def find_cases(spec: NiftiDatasetSpec, root: Path, part: str) -> list[Case]:
         return found
 
     image_files, label_files = ct_cases(images), ct_cases(labels)
-    unlabelled = sorted(image_files.keys() - label_files.keys())
-    if unlabelled:
-        raise FileNotFoundError(
-            spec.problem(
-                f"image without its label: {image_files[unlabelled[0]]} "
-                f"(expected {labels / unlabelled[0]})"
-            )
-        )
-    orphans = sorted(label_files.keys() - image_files.keys())
-    if orphans:
-        raise FileNotFoundError(spec.problem(f"label without its image: {label_files[orphans[0]]}"))
+    check_pairs(spec.problem, image_files, label_files, lambda name: labels / name)
     if not image_files:
         raise FileNotFoundError(
             spec.problem(f"no CT images amos_NNNN.nii.gz (NNNN < 500) in {images}")

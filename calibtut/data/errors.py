@@ -8,6 +8,8 @@ reading the loader's code.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
+from pathlib import Path
 
 README = "data/README.md"
 
@@ -23,3 +25,22 @@ def describe(dataset: str, problem: str, layout: str) -> str:
         f"Expected layout of {dataset}:\n{textwrap.indent(layout.strip(), '    ')}\n"
         f"See {README} (section '{dataset}') for where to get the data and how to lay it out."
     )
+
+
+def check_pairs(
+    problem: Callable[[str], str],
+    images: dict[str, Path],
+    labels: dict[str, Path],
+    expected_label: Callable[[str], Path],
+) -> None:
+    """Every image (by key) has its label and every label its image, else a FileNotFoundError
+    naming the first offending file (and, for a missing label, where it was looked for)."""
+    unlabelled = sorted(images.keys() - labels.keys())
+    if unlabelled:
+        key = unlabelled[0]
+        raise FileNotFoundError(
+            problem(f"image without its label: {images[key]} (expected {expected_label(key)})")
+        )
+    orphans = sorted(labels.keys() - images.keys())
+    if orphans:
+        raise FileNotFoundError(problem(f"label without its image: {labels[orphans[0]]}"))
