@@ -188,7 +188,10 @@ def _cell(value: float) -> str:
 def _change_cell(row: pd.Series | None) -> str:
     if row is None or pd.isna(row["pct_change"]):
         return "—"
-    text = f"{row['pct_change']:+.1f} ± {row['pct_std']:.1f}%"
+    if row["n"] > 1:
+        text = f"{row['pct_change']:+.1f} ± {row['pct_std']:.1f}%"
+    else:  # one pair (e.g. micro, one seed): a spread would be meaningless
+        text = f"{row['pct_change']:+.1f}%"
     if not pd.isna(row["p_value"]):
         text += f" (p={row['p_value']:.2g})"
     return text

@@ -206,3 +206,12 @@ def test_errors(tmp_path):
     ]
     with pytest.raises(ValueError, match="missing from the hard run"):
         report_table(other_images)
+
+
+def test_change_cells_show_a_spread_only_over_several_pairs():
+    from calibtut.report import _change_cell
+
+    several = pd.Series({"pct_change": -12.345, "pct_std": 3.21, "n": 5, "p_value": 0.0625})
+    single = pd.Series({"pct_change": -31.8, "pct_std": 0.0, "n": 1, "p_value": float("nan")})
+    assert _change_cell(several) == "-12.3 ± 3.2% (p=0.062)"
+    assert _change_cell(single) == "-31.8%"
