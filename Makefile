@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.calibtut-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lab bench lint clean-venv
+.PHONY: demo test test-fast lab bench lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,12 +25,16 @@ demo: $(STAMP)  ## train baseline, hard and soft on the synthetic default and wr
 test: $(STAMP)  ## the whole test suite: unit tests, notebooks (papermill) and the browser test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-fast: $(STAMP)  ## the suite without notebooks, the browser and training runs (about a minute)
+	$(BIN)/python -m pytest -m "not notebook and not browser and not slow" $(PYTEST_ARGS)
+
 lab: $(STAMP)  ## JupyterLab on the course
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
 
 bench: $(STAMP)  ## speed and memory tables (benchmarks/)
 	$(BIN)/python benchmarks/bench_losses.py
 	$(BIN)/python benchmarks/bench_widgets.py
+	$(BIN)/python benchmarks/bench_data.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check calibtut tests benchmarks notebooks

@@ -31,7 +31,7 @@ import torch
 from monai.data import ThreadDataLoader
 
 from calibtut.data import spec, write_phantom
-from calibtut.runs import LOSSES
+from calibtut.methods import LOSSES
 from calibtut.train import TrainConfig, Training, select_device
 
 PAPER = {"acdc": (256, 256, 16), "amos": (176, 176, 64)}

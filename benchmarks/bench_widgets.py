@@ -22,53 +22,25 @@ from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import torch  # noqa: E402
+import sys  # noqa: E402
 
-from calibtut import metrics  # noqa: E402
-from calibtut.binning import BinStats  # noqa: E402
-from calibtut.runs import LOSSES, RunDir, run_path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' fake runs
+
+from fakes import model_run  # noqa: E402
+
+from calibtut.methods import LOSSES  # noqa: E402
+from calibtut.runs import RunDir  # noqa: E402
 from calibtut.widgets import ALL_CLASSES, DatasetExplorer, ImageExplorer  # noqa: E402
 
-CLASS_NAMES = ["background", "liver", "kidney", "spleen"]
-SHARPNESS = {"baseline": 8.0, "hard": 4.0, "soft": 3.0}  # logit scale: over- to under-confident
+CLASS_NAMES = ("background", "liver", "kidney", "spleen")
 
 
-def write_run(
-    root: Path, loss: str, n_images: int, shape: tuple[int, ...], batch: int = 5
-) -> RunDir:
-    """A run of ``n_images`` ellipsoid phantoms with noisy softmax outputs (in small batches)."""
-    generator = torch.Generator().manual_seed(len(loss))
-    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij"))
-    run = RunDir(run_path(root, "bench3d", loss, 0))
-    run.write_config(
-        {"dataset": "bench3d", "loss": loss, "seed": 0, "class_names": CLASS_NAMES,
-         "num_bins": 20, "activation": "softmax"}
+def write_run(root: Path, loss: str, n_images: int, shape: tuple[int, ...]) -> RunDir:
+    """A run of ``n_images`` box phantoms with noisy softmax outputs (tests/fakes.py)."""
+    return model_run(
+        root, loss, dataset="bench3d", n_images=n_images, shape=shape, class_names=CLASS_NAMES,
+        noise=2.5, batch=5,
     )  # fmt: skip
-    parts, rows, ids = [], [], []
-    for start in range(0, n_images, batch):
-        count = min(batch, n_images - start)
-        labels = torch.zeros((count, *shape), dtype=torch.long)
-        for b in range(count):
-            centre = 0.3 * (torch.rand(3, generator=generator) - 0.5)
-            for c, radius in ((1, 0.6), (2, 0.35), (3, 0.15)):
-                inside = ((grid - centre.view(3, 1, 1, 1)) ** 2).sum(0) < radius**2
-                labels[b][inside] = c
-        onehot = torch.nn.functional.one_hot(labels, len(CLASS_NAMES)).movedim(-1, 1).float()
-        noise = 2.5 * torch.randn(onehot.shape, generator=generator)
-        probs = torch.softmax(SHARPNESS[loss] * onehot + noise, 1)
-        results = metrics.image_results(probs, onehot)
-        batch_ids = [f"case_{start + b:03d}" for b in range(count)]
-        parts.append(results.bins)
-        rows += results.rows(batch_ids, CLASS_NAMES)
-        ids += batch_ids
-        for b, image_id in enumerate(batch_ids):
-            image = labels[b].float() + 0.4 * torch.randn(shape, generator=generator)
-            run.write_prediction(
-                image_id, image.numpy(), labels[b].numpy(), probs[b].argmax(0).numpy(),
-                probs[b].amax(0).numpy(),
-            )  # fmt: skip
-    run.write_results(rows, BinStats.cat(parts), ids, CLASS_NAMES)
-    return run
 
 
 def timed(action: Callable[[], object]) -> tuple[float, float]:

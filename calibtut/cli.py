@@ -8,12 +8,9 @@ on stderr and exit status 2, before anything is written.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from calibtut.data import DATASETS
-    from calibtut.runs import LOSSES
+    from calibtut.methods import LOSSES
 
     parser = _Parser(prog="calibtut", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -193,73 +190,29 @@ def demo(
     """Train baseline, hard and soft on the synthetic data for ``seeds`` seeds, then report.
 
     Finished runs with the same config are reused (``overwrite`` retrains them) and a run of
-    another config is refused before anything trains (:func:`calibtut.train.plan_run`). On a
-    CPU the runs train side by side, one process and one thread per core: small networks use
-    one core far better than several, and a shared machine is not oversubscribed. Returns
-    ``report.md``.
+    another config is refused before anything trains (:func:`calibtut.train.train_many`). On a
+    CPU the runs train side by side, one process and one thread per core. Returns ``report.md``.
     """
+    from calibtut.methods import LOSSES
     from calibtut.report import report_markdown, write_report
-    from calibtut.runs import LOSSES, RunDir, run_path
-    from calibtut.train import TrainConfig, plan_run, select_device
+    from calibtut.train import TrainConfig, train_many
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"--seeds must be a positive integer, got {seeds!r}")
+    if jobs is not None and (isinstance(jobs, bool) or jobs < 1):
+        raise ValueError(f"--jobs must be a positive integer, got {jobs}")
     out = Path(out)
     start = time.perf_counter()
-    resolved = select_device(device)
     configs = [
         TrainConfig.for_dataset(DEMO_DATASET, loss, seed, epochs=epochs)
         for seed in range(seeds)
         for loss in LOSSES
     ]
-    todo = []
-    for config in configs:  # every run is decided (a conflicting one refused) before any trains
-        run = RunDir(run_path(out, config.dataset, config.loss, config.seed))
-        if plan_run(run, config, overwrite) == "reuse":
-            print(f"{run.name}: reusing the finished run in {run.path}")
-        else:
-            todo.append(config)
-    todo.sort(key=lambda c: LOSSES.index(c.loss), reverse=True)  # the slowest (soft) first
-    if jobs is None:
-        jobs = (os.cpu_count() or 1) if resolved.type == "cpu" else 1
-    if jobs < 1:
-        raise ValueError(f"--jobs must be a positive integer, got {jobs}")
-    jobs = min(jobs, max(len(todo), 1))
-    print(f"training {len(todo)} runs on {resolved} ({jobs} at a time) into {out}")
-    if jobs == 1:
-        for config in todo:
-            _report_done(*_train_one(config, out, str(resolved), overwrite, threads=None))
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = [
-                pool.submit(_train_one, c, out, str(resolved), overwrite, threads) for c in todo
-            ]
-            for future in futures:
-                _report_done(*future.result())
+    print(f"{len(configs)} runs into {out}")
+    train_many(configs, None, out, device=device, overwrite=overwrite, jobs=jobs, progress=False)
     table = write_report([out], out)
     print()
     print(report_markdown(table))
     report = out / "report.md"
     print(f"report written to {report} ({time.perf_counter() - start:.0f} s in all)")
     return report
-
-
-def _train_one(
-    config, out: Path, device: str, overwrite: bool, threads: int | None
-) -> tuple[str, float]:
-    """Train and evaluate one demo run; ``threads`` sets a worker process's torch threads."""
-    import torch
-
-    from calibtut.train import train
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    start = time.perf_counter()
-    run = train(config, None, out, device=device, overwrite=overwrite, progress=False)
-    return run.name, time.perf_counter() - start
-
-
-def _report_done(name: str, seconds: float) -> None:
-    print(f"  {name}: trained and evaluated in {seconds:.0f} s", flush=True)

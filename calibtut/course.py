@@ -1,21 +1,18 @@
-"""What the course notebooks share, so that their own cells stay short and teach.
+"""Notebook settings and results: what every course notebook starts and ends with.
 
 * :func:`enable_colab`: Colab's widget manager, for the set-up cell every notebook starts with;
 * :func:`resolve_settings`: one place that turns a notebook's parameters (``smoke``, ``device``,
-  ``epochs``, ``run_root``) into training settings (the GPU when there is one; tiny in smoke
-  mode and on phantoms);
+  ``epochs``, ``run_root``, ``overwrite``) into training settings (the GPU when there is one; tiny
+  in smoke mode and on phantoms), and :meth:`Settings.train`, which trains them;
 * :func:`locate_dataset`: the real dataset if it is under ``data_dir``, else a phantom in its
   exact layout, with a message that says so and where to get the data;
-* :func:`train_losses`: the three losses of one dataset, reusing finished runs;
-* tables about training rather than calibration (settings, classes, headline numbers) and
-  :func:`toy_segmentation`, the hand-made prediction that notebooks 01 and 02 compute on;
-* :func:`paper_comparison`: one dataset's published results beside your runs on it;
-* :func:`save_result`: the small JSON file each notebook ends with, which the tests read, and
-  :func:`dataset_result`, what the dataset notebooks (04-07) put in it.
+* :func:`save_result`: the small JSON record each notebook ends with (``runs/course/<notebook>.json``,
+  what a student's run of the course found, in numbers: an instructor can collect them, and the
+  tests compare them with the runs), and :func:`dataset_result`, what notebooks 04-07 record.
 
-Calibration itself is computed by :mod:`calibtut.metrics`; every figure, including those about
-training (learning curves, the Dice-ACE trade-off, gradient maps), is drawn by
-:mod:`calibtut.plots`.
+Everything else a notebook calls lives with the idea it belongs to: figures of runs in
+:mod:`calibtut.views`, tables in :mod:`calibtut.report`, the paper in :mod:`calibtut.paper`,
+datasets in :mod:`calibtut.data`, training in :mod:`calibtut.train`.
 """
 
 from __future__ import annotations
@@ -31,18 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
-from monai.networks import one_hot
-from scipy import ndimage
 
-from calibtut import paper, plots
-from calibtut.data import SPLITS, DatasetSpec, spec, write_phantom
+from calibtut.data import SPLITS, spec, write_phantom
 from calibtut.data.phantoms import MARKER as PHANTOM_MARKER
-from calibtut.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
-from calibtut.data.synthetic import generate
-from calibtut.report import METRICS, report_table
-from calibtut.runs import LOSSES, RunDir, atomic_write, find_runs
-from calibtut.train import TrainConfig, select_device, train_or_reuse
+from calibtut.methods import LOSSES
+from calibtut.paper import PaperComparison
+from calibtut.report import headline
+from calibtut.runs import RunDir, atomic_write
+from calibtut.train import TrainConfig, configuration_table, select_device, train_many
 from calibtut.widgets import enable_colab_widgets
 
 __all__ = [
@@ -53,15 +46,6 @@ __all__ = [
     "resolve_settings",
     "DataSource",
     "locate_dataset",
-    "train_losses",
-    "headline",
-    "class_table",
-    "configuration_table",
-    "paper_and_runs_frame",
-    "PaperComparison",
-    "paper_comparison",
-    "ToySegmentation",
-    "toy_segmentation",
     "save_result",
     "dataset_result",
 ]
@@ -102,10 +86,39 @@ class Settings:
     run_root: Path
     small: bool
     overrides: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
 
-    def config(self, loss: str, seed: int = 0) -> TrainConfig:
+    def config(self, loss: str = "baseline", seed: int = 0) -> TrainConfig:
         """The training configuration of one run."""
         return TrainConfig.for_dataset(self.dataset, loss, seed, **self.overrides)
+
+    def table(self) -> pd.DataFrame:
+        """The preset beside what this notebook trains (:func:`calibtut.train.configuration_table`)."""
+        return configuration_table(self.config())
+
+    def train(
+        self,
+        data_dir: str | Path | None = None,
+        losses: Sequence[str] = LOSSES,
+        seed: int = 0,
+    ) -> dict[str, RunDir]:
+        """Train (or reuse) one run per loss into ``run_root`` (:func:`calibtut.train.train_many`).
+
+        A finished run with the same configuration is reused and an interrupted one resumes. A
+        run made with other settings is an error naming what differs (it may be days of GPU
+        time): set the notebook's ``overwrite = True`` to train it again, or choose another
+        ``run_root``. Returns the runs by loss.
+        """
+        configs = [self.config(loss, seed) for loss in losses]
+        runs = train_many(
+            configs,
+            data_dir,
+            self.run_root,
+            device=self.device,
+            overwrite=self.overwrite,
+            progress=not self.small,
+        )
+        return dict(zip(losses, runs, strict=True))
 
     def __str__(self) -> str:
         config = self.config("baseline")
@@ -127,14 +140,16 @@ def resolve_settings(
     device: str | None = None,
     epochs: int | None = None,
     run_root: str | Path = "runs",
+    overwrite: bool = False,
     **overrides: Any,
 ) -> Settings:
     """A notebook's parameters as :class:`Settings`, printed.
 
     ``dataset`` is a name, or where :func:`locate_dataset` found it: a phantom's numbers mean
     nothing, so it is trained like ``smoke``. ``device`` None picks CUDA, then Apple MPS, then
-    the CPU. ``smoke`` shrinks training to a few steps of a narrow network on small patches; ``epochs`` and ``overrides`` (any
-    :class:`~calibtut.train.TrainConfig` field, None meaning "keep") win over both. On a CPU,
+    the CPU. ``smoke`` shrinks training to a few steps of a narrow network on small patches;
+    ``epochs`` and ``overrides`` (any :class:`~calibtut.train.TrainConfig` field, None meaning
+    "keep") win over both. ``overwrite`` retrains finished runs of other settings. On a CPU,
     torch is set to one thread unless ``OMP_NUM_THREADS`` is set.
     """
     if isinstance(dataset, DataSource):
@@ -150,6 +165,7 @@ def resolve_settings(
         run_root=Path(run_root),
         small=bool(smoke),
         overrides=chosen,
+        overwrite=bool(overwrite),
     )
     settings.config("baseline")  # bad overrides fail now, not in the middle of training
     if settings.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -209,191 +225,7 @@ def locate_dataset(
     return DataSource(name, root, phantom=True)
 
 
-def class_table(data: DatasetSpec) -> pd.DataFrame:
-    """What each output channel predicts, in the dataset's own label values."""
-    names = dict(data.labels)
-    rows = []
-    if data.regions:
-        for channel, (region, members) in enumerate(data.regions):
-            values = ", ".join(f"{v} {names[v]}" for v in members)
-            rows.append({"channel": channel, "predicts": region, "label values": values})
-    else:
-        for channel, (value, name) in enumerate(data.labels):
-            rows.append({"channel": channel, "predicts": name, "label values": str(value)})
-    table = pd.DataFrame(rows).set_index("channel")
-    scored = 0 if data.include_background else 1
-    table["scored"] = table.index >= scored
-    return table
-
-
-def configuration_table(settings: Settings) -> pd.DataFrame:
-    """The dataset's preset (for the real datasets: the paper's configuration) beside this run's."""
-    preset, used = TrainConfig.for_dataset(settings.dataset), settings.config("baseline")
-
-    def rows(config: TrainConfig) -> dict[str, Any]:
-        data = config.dataset_spec()
-        return {
-            "network": f"{config.network} ({config.width} filters)",
-            "epochs": config.epochs,
-            "max optimiser steps": config.max_steps or "—",
-            "learning rate": config.lr,
-            "batch size": config.batch_size,
-            "weight decay": config.weight_decay,
-            "warm-up epochs": config.warmup_epochs,
-            "validation every": f"{config.val_every} epochs",
-            "training patch": " x ".join(map(str, data.patch_size)),
-            "sliding window": " x ".join(map(str, data.val_window)),
-            "loss weights (Dice, CE, mL1-ACE)": (
-                f"{config.dice_weight}, {config.ce_weight}, {config.ace_weight}"
-            ),
-            "bins": config.num_bins,
-        }
-
-    return pd.DataFrame({"preset": rows(preset), "this notebook": rows(used)}).astype(str)
-
-
-# --- training -----------------------------------------------------------------------------------
-
-
-def train_losses(
-    settings: Settings,
-    data_dir: str | Path | None = None,
-    losses: Sequence[str] = LOSSES,
-    seed: int = 0,
-    overwrite: bool = False,
-) -> dict[str, RunDir]:
-    """Train (or reuse) one run per loss into ``settings.run_root``; returns them by loss.
-
-    A finished run with the same configuration is reused and an interrupted one resumes. A run
-    made with other settings is an error naming what differs (it may be days of GPU time):
-    choose another ``run_root``, or pass ``overwrite=True`` to train it again
-    (:func:`calibtut.train.train_or_reuse`).
-    """
-    return {
-        loss: train_or_reuse(
-            settings.config(loss, seed),
-            data_dir,
-            settings.run_root,
-            overwrite,
-            device=settings.device,
-            progress=not settings.small,
-        )
-        for loss in losses
-    }
-
-
-def headline(runs: Mapping[str, RunDir]) -> pd.DataFrame:
-    """Per loss, Dice, ECE, ACE and MCE averaged over test images (the report's macro scope)."""
-    table = report_table(list(runs.values()))
-    macro = table[table["scope"] == "macro"].pivot_table(
-        index="loss", columns="metric", values="value", aggfunc="first"
-    )
-    return macro.reindex([loss for loss in LOSSES if loss in macro.index])[list(METRICS)]
-
-
-def _runs_on_real_data(run_root: str | Path, datasets: Sequence[str]) -> list[RunDir]:
-    """Evaluated runs of ``datasets`` under ``run_root``, leaving out runs trained on a phantom."""
-    if not Path(run_root).is_dir():
-        return []
-    chosen = []
-    for run in find_runs(run_root):
-        config = run.config
-        data_dir = config.get("data_dir")
-        on_phantom = data_dir is not None and (Path(data_dir) / PHANTOM_MARKER).is_file()
-        if config.get("dataset") in datasets and not on_phantom:
-            chosen.append(run)
-    return chosen
-
-
-def paper_and_runs_frame(
-    paper_root: str | Path | None, run_root: str | Path, datasets: Sequence[str]
-) -> pd.DataFrame | None:
-    """The paper's per-image results on ``datasets`` (source "paper") and, beside them, your runs
-    of those datasets on real data under ``run_root`` (source "yours"); None if neither exists.
-
-    ``paper_root`` None downloads the paper's files (:func:`calibtut.paper.paper_frame`); when
-    that fails (offline) the paper is left out with a message.
-    """
-    parts = []
-    try:
-        parts.append(paper.paper_frame(paper_root, datasets=datasets))
-    except ConnectionError as err:
-        print(f"The paper's results could not be loaded, so they are left out: {err}")
-    mine = _runs_on_real_data(run_root, datasets)
-    if mine:
-        print(f"Your runs on real data: {', '.join(run.name for run in mine)}.")
-        parts.append(paper.runs_frame([run.path for run in mine], source="yours"))
-    else:
-        print(
-            f"No runs of {', '.join(datasets)} on real data under {run_root} "
-            "(runs on phantoms are left out): the paper's results only."
-        )
-    return pd.concat(parts, ignore_index=True) if parts else None
-
-
-@dataclass(frozen=True)
-class PaperComparison:
-    """One dataset's per-image results (the paper's, and yours on real data) and their changes."""
-
-    frame: pd.DataFrame
-    """Per image, loss and metric: :func:`paper_and_runs_frame` for the one dataset."""
-    changes: pd.DataFrame
-    """Per source, loss and metric: the per-image percentage change against the baseline, mean
-    ± std (:func:`calibtut.paper.percentage_change_table`, without its pooled "all" rows)."""
-
-    def markdown(self) -> str:
-        """The changes as the Markdown table notebooks display."""
-        return paper.percentage_change_markdown(self.changes)
-
-    def figure(self, metrics: Sequence[str] = ("macro_ace", "dice")) -> Figure:
-        """Box plots of the per-image values of ``metrics``, paper and yours side by side."""
-        return plots.plot_per_image_distributions(self.frame, metrics=metrics)
-
-
-def paper_comparison(
-    paper_root: str | Path | None, run_root: str | Path, dataset: str
-) -> PaperComparison | None:
-    """The paper's results on ``dataset`` beside your runs of it on real data under ``run_root``
-    (runs on phantoms are left out); None when neither is there (see :func:`paper_and_runs_frame`).
-    """
-    frame = paper_and_runs_frame(paper_root, run_root, [dataset])
-    if frame is None:
-        return None
-    changes = paper.percentage_change_table(frame=frame)
-    return PaperComparison(frame, changes[changes["dataset"] != "all"].reset_index(drop=True))
-
-
-# --- the hand-made segmentation of notebooks 01 and 02 ------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToySegmentation:
-    """One synthetic image, an annotation and a hand-made prediction, as ``(1, C, H, W)`` tensors."""
-
-    image: torch.Tensor
-    probs: torch.Tensor
-    target: torch.Tensor
-    class_names: tuple[str, ...]
-
-
-def toy_segmentation(seed: int = 1, sharpness: float = 8.0, size: int = 64) -> ToySegmentation:
-    """A prediction that knows the true shapes but not where the annotator drew the boundaries.
-
-    The image comes from :func:`calibtut.data.generate`, with its annotation (boundaries moved
-    by about a pixel, as a second annotator would). The "model" softmaxes ``sharpness`` times
-    the slightly blurred one-hot *true* shapes: sure of itself everywhere, hence confidently wrong
-    wherever the annotation strays from the truth, as trained networks are near boundaries.
-    ``sharpness`` near 1 is a timid model, 8 a typical overconfident one.
-    """
-    batch = generate(1, (size, size), seed)
-    truth = one_hot(torch.from_numpy(batch.true_labels), len(SYNTHETIC_CLASSES)).numpy()
-    smooth = ndimage.gaussian_filter(truth, sigma=(0, 0, 1.0, 1.0))
-    probs = torch.softmax(torch.from_numpy(sharpness * smooth), dim=1).float()
-    target = one_hot(torch.from_numpy(batch.labels), len(SYNTHETIC_CLASSES)).float()
-    return ToySegmentation(torch.from_numpy(batch.images), probs, target, SYNTHETIC_CLASSES)
-
-
-# --- results the tests read ---------------------------------------------------------------------
+# --- results ----------------------------------------------------------------------------------
 
 
 def _plain(value: Any) -> Any:
@@ -417,12 +249,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def save_result(run_root: str | Path, notebook: str, result: Mapping[str, Any]) -> None:
-    """Write ``result`` to ``run_root/course/<notebook>.json``: what the notebook found, in numbers."""
+def save_result(run_root: str | Path, notebook: str, result: Mapping[str, Any]) -> Path:
+    """Write ``result`` to ``run_root/course/<notebook>.json``: what the notebook found, in numbers.
+
+    Returns the file's path. Numbers, arrays, tensors, frames and paths become JSON (NaN: null).
+    """
     path = Path(run_root) / RESULTS_FOLDER / f"{notebook}.json"
     text = json.dumps(_plain(result), indent=2, allow_nan=False)
     atomic_write(path, lambda p: p.write_text(text + "\n"))
     print(f"results written to {path}")
+    return path
 
 
 def dataset_result(

@@ -19,7 +19,7 @@ from torch.nn.modules.loss import _Loss
 
 from calibtut.binning import BinStats, hard_binning, soft_binning
 
-__all__ = ["HardL1ACELoss", "SoftL1ACELoss", "ACEDiceCELoss", "l1_ace"]
+__all__ = ["HardL1ACELoss", "SoftL1ACELoss", "ACEDiceCELoss", "l1_ace", "l1_ace_gradient"]
 
 
 def l1_ace(bins: BinStats) -> torch.Tensor:
@@ -263,3 +263,44 @@ class ACEDiceCELoss(_Loss):
         if self.ace is not None and self.ace_weight > 0:
             loss = loss + self.ace_weight * self.ace(input, target)
         return loss
+
+
+def l1_ace_gradient(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    binning: str = "hard",
+    num_bins: int = 20,
+    empty_weight: float = 0.01,
+) -> tuple[float, torch.Tensor]:
+    """The mL1-ACE of probabilities and its gradient with respect to each of them, in float64.
+
+    What the binning playground and notebook 02 show: which way, and how hard, the loss pushes
+    every probability (autograd through :class:`HardL1ACELoss` or :class:`SoftL1ACELoss`).
+
+    Args:
+        probs: probabilities ``(B, C, *spatial)``.
+        target: the one-hot target of the same shape.
+        binning: ``"hard"`` or ``"soft"``.
+        num_bins: the number of bins.
+        empty_weight: the soft bins' occupancy threshold.
+
+    Returns:
+        The loss and ``d loss / d probs`` (the shape of ``probs``).
+
+    Example:
+        >>> import torch
+        >>> loss, grad = l1_ace_gradient(torch.tensor([[[0.3, 0.8]]]), torch.tensor([[[0., 1.]]]))
+        >>> round(loss, 2), grad.tolist()
+        (0.25, [[[0.5, -0.5]]])
+    """
+    if binning not in ("hard", "soft"):
+        raise ValueError(f"binning must be 'hard' or 'soft', got {binning!r}.")
+    probs = probs.detach().double().requires_grad_(True)
+    target = target.detach().double()
+    if binning == "soft":
+        loss_fn: _L1ACELoss = SoftL1ACELoss(num_bins=num_bins, empty_weight=empty_weight)
+    else:
+        loss_fn = HardL1ACELoss(num_bins=num_bins)
+    loss = loss_fn(probs, target)
+    (gradient,) = torch.autograd.grad(loss, probs)
+    return float(loss.detach()), gradient

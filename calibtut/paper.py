@@ -9,7 +9,8 @@ the paper's main table from any frame, so a user's runs and the paper sit in one
 
 The frame is a long DataFrame with one row per image and metric (:data:`FRAME_COLUMNS`):
 ``source`` ("paper" or a name for the user's runs), ``dataset``, ``loss`` (baseline/hard/soft),
-``seed``, ``image_id``, ``metric`` (:data:`METRICS`) and ``value``.
+``seed``, ``image_id``, ``metric`` (:data:`METRICS`: the per-image class means ``ace``, ``ece``,
+``mce`` and ``dice``, which the paper's files call ``macro_*`` and ``mean_dice``) and ``value``.
 
 How the paper gets a per-image value, read off its files: each ``<metric>_raw.csv`` holds one row
 per test image with one column per class and a ``mean`` column, which is what the table uses.
@@ -19,8 +20,7 @@ and the ``mean`` is the mean over the remaining classes (e.g. AMOS: 15 NaN Dice 
 15 classes flagged in ``missing_classes_raw.csv``; in KiTS and BraTS the flags index the raw label
 values, not the overlapping region channels that the metrics score, so they do not line up with the
 metric columns and are not used). :func:`runs_frame` applies the same convention to a run's
-``per_image.csv``: ECE/ACE/MCE average all classes, Dice averages the classes not flagged ``empty``;
-NaN values are skipped in both.
+``per_image.csv`` (:func:`calibtut.runs.image_means`).
 """
 
 from __future__ import annotations
@@ -35,13 +35,16 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
-from calibtut.runs import LOSSES, RunDir, find_runs
+from calibtut.methods import COMPARED_LOSSES, LOSSES
+from calibtut.metrics import METRIC_TITLES
+from calibtut.runs import RunDir, find_runs, image_means, resolve_runs
 
 PAPER_REPOSITORY = "cai4cai/Average-Calibration-Losses"
 # The commit the results were published at: pinned, so a cached file never goes stale.
@@ -57,28 +60,17 @@ PAPER_DATASETS = {
     "brats": ("brats21", "nl"),
 }
 PAPER_LOSSES = {"baseline": "baseline", "hard": "hardl1ace", "soft": "softl1ace"}
-PAPER_METRICS = {
-    "macro_ace": "macro_ace",
-    "macro_ece": "macro_ece",
-    "macro_mce": "macro_mce",
-    "dice": "mean_dice",
-}
+PAPER_METRICS = {"ace": "macro_ace", "ece": "macro_ece", "mce": "macro_mce", "dice": "mean_dice"}
+"""Frame metric -> the stem of the paper's per-image file of it."""
 # Files read_paper_csv can load: the metrics, plus the ground-truth-absent flags.
 PAPER_FILES = {**PAPER_METRICS, "missing_classes": "missing_classes"}
 
 METRICS = tuple(PAPER_METRICS)
-METRIC_LABELS = {
-    "macro_ace": "macro ACE",
-    "macro_ece": "macro ECE",
-    "macro_mce": "macro MCE",
-    "dice": "Dice",
-}
-COMPARED_LOSSES = ("hard", "soft")
+# Tables list the paper's metrics in its order, then any other per-image metric of a frame.
+_METRIC_ORDER = [*METRICS, *(m for m in METRIC_TITLES if m not in METRICS)]
 FRAME_COLUMNS = ("source", "dataset", "loss", "seed", "image_id", "metric", "value")
 TABLE_COLUMNS = ("source", "dataset", "metric", "loss", "mean", "std", "n", "p_value")
 
-# per_image.csv column of a run -> frame metric (per image and class, then averaged: "macro")
-_RUN_METRICS = {"ace": "macro_ace", "ece": "macro_ece", "mce": "macro_mce", "dice": "dice"}
 _CONFIG_KEYS = ("dataset", "loss", "seed", "class_names")
 _DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -281,8 +273,8 @@ def paper_frame(
 # --- calibtut run directories -------------------------------------------------------------------
 
 
-def _run_frame(run: RunDir, source: str) -> pd.DataFrame:
-    config, per_image = run.config, run.per_image()
+def _run_frame(run: RunDir, source: str, metrics: Iterable[str]) -> pd.DataFrame:
+    config, per_image = run.config, run.results().per_image
     missing_keys = [key for key in _CONFIG_KEYS if key not in config]
     if missing_keys:
         raise ValueError(f"{run.config_path} lacks {', '.join(missing_keys)}")
@@ -292,24 +284,15 @@ def _run_frame(run: RunDir, source: str) -> pd.DataFrame:
     where = run.per_image_path
     if per_image.empty:
         raise ValueError(f"{where} has no rows")
-    empty = per_image["empty"]
-    if empty.dtype != bool:
-        if not empty.isin([0, 1]).all():
-            raise ValueError(f"{where}: column 'empty' must hold True/False (or 1/0)")
-        empty = empty.astype(bool)
+    if per_image["empty"].dtype != bool and not per_image["empty"].isin([0, 1]).all():
+        raise ValueError(f"{where}: column 'empty' must hold True/False (or 1/0)")
     n_classes = len(config["class_names"])
     if not per_image["class_index"].between(0, n_classes - 1).all():
         raise ValueError(f"{where}: class_index outside 0..{n_classes - 1} (config class_names)")
     if per_image.duplicated(["image_id", "class_index"]).any():
         raise ValueError(f"{where}: more than one row for an image and class")
-
-    by_image = per_image.groupby("image_id", sort=False)
-    means = by_image[["ace", "ece", "mce"]].mean()  # every class, empty ones included; NaN skipped
-    means["dice"] = (
-        per_image["dice"].where(~empty).groupby(per_image["image_id"], sort=False).mean()
-    )
-    long = means.rename(columns=_RUN_METRICS)[list(METRICS)].reset_index()
-    long = long.melt(id_vars="image_id", var_name="metric", value_name="value")
+    means = image_means(per_image)[list(metrics)].reset_index()
+    long = means.melt(id_vars="image_id", var_name="metric", value_name="value")
     long = long.assign(
         source=source, dataset=config["dataset"], loss=loss, seed=int(config["seed"])
     )
@@ -317,28 +300,26 @@ def _run_frame(run: RunDir, source: str) -> pd.DataFrame:
 
 
 def runs_frame(
-    paths: str | Path | Iterable[str | Path], *, source: str = "calibtut"
+    paths: RunDir | str | Path | Iterable[RunDir | str | Path],
+    *,
+    source: str = "calibtut",
+    metrics: Iterable[str] = METRICS,
 ) -> pd.DataFrame:
     """calibtut run directories as a frame, under the name ``source``.
 
-    Each path is a run directory or a folder holding evaluated runs at any depth (e.g. ``runs/``,
-    see :func:`calibtut.runs.find_runs`). Per image, ECE/ACE/MCE are the mean over all classes and
-    Dice the mean over the classes not ``empty`` (the paper's convention, see the module doc).
+    Args:
+        paths: run directories or folders holding evaluated runs at any depth
+            (:func:`calibtut.runs.resolve_runs`).
+        source: the frame's ``source`` for these runs.
+        metrics: the per-image metrics to include (any column of ``per_image.csv``, e.g. the
+            noise floor ``ace_floor``).
+
+    Returns:
+        The per-image frame: per image, ECE/ACE/MCE are the mean over all classes and Dice the
+        mean over the classes present (the paper's convention, :func:`calibtut.runs.image_means`).
     """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    runs: list[RunDir] = []
-    for path in map(Path, paths):
-        if (path / "config.json").is_file():
-            runs.append(RunDir(path))
-            continue
-        found = find_runs(path)
-        if not found:
-            raise FileNotFoundError(f"no evaluated run directory under {path}")
-        runs.extend(found)
-    if not runs:
-        raise ValueError("runs_frame needs at least one run directory")
-    return pd.concat([_run_frame(run, source) for run in runs], ignore_index=True)
+    runs = resolve_runs(paths)
+    return pd.concat([_run_frame(run, source, metrics) for run in runs], ignore_index=True)
 
 
 # --- statistics ---------------------------------------------------------------------------------
@@ -351,7 +332,7 @@ def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
     missing = [column for column in FRAME_COLUMNS if column not in frame]
     if missing:
         raise ValueError(f"frame lacks columns {', '.join(missing)}; expected {FRAME_COLUMNS}")
-    for column, allowed in (("metric", METRICS), ("loss", LOSSES)):
+    for column, allowed in (("metric", tuple(METRIC_TITLES)), ("loss", LOSSES)):
         unknown = sorted(set(frame[column]) - set(allowed))
         if unknown:
             raise ValueError(f"frame has unknown {column} {unknown}; expected one of {allowed}")
@@ -414,7 +395,7 @@ def percentage_changes(frame: pd.DataFrame) -> pd.DataFrame:
         source=list(dict.fromkeys(frame["source"])),
         dataset=list(dict.fromkeys(frame["dataset"])),
         loss=list(COMPARED_LOSSES),
-        metric=list(METRICS),
+        metric=_METRIC_ORDER,
     )
     defined = pairs["baseline"].notna() & (pairs["baseline"] != 0) & pairs["value"].notna()
     change = (pairs["value"] - pairs["baseline"]) / pairs["baseline"].where(defined) * 100
@@ -422,12 +403,18 @@ def percentage_changes(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _wilcoxon_p(values: np.ndarray, baselines: np.ndarray) -> float:
-    """Two-sided paired Wilcoxon signed-rank p-value (scipy defaults: zero differences dropped)."""
+    """Two-sided paired Wilcoxon signed-rank p-value, zero differences dropped (Wilcoxon's rule):
+    the exact null distribution for up to 50 untied differences, the normal approximation (with
+    the tie correction, without a continuity correction) otherwise."""
     if values.size == 0:
         return math.nan
-    if np.all(values == baselines):  # no signed rank at all: no evidence of a difference
+    differences = values - baselines
+    differences = differences[differences != 0]
+    if differences.size == 0:  # no signed rank at all: no evidence of a difference
         return 1.0
-    return float(wilcoxon(values, baselines, alternative="two-sided").pvalue)
+    tied = np.unique(np.abs(differences)).size < differences.size
+    method = "exact" if differences.size <= 50 and not tied else "asymptotic"
+    return float(wilcoxon(differences, alternative="two-sided", method=method).pvalue)
 
 
 def summarize_percentage_changes(changes: pd.DataFrame) -> pd.DataFrame:
@@ -465,7 +452,7 @@ def summarize_percentage_changes(changes: pd.DataFrame) -> pd.DataFrame:
         table,
         source=list(dict.fromkeys(changes["source"])),
         dataset=[*dict.fromkeys(changes["dataset"]), "all"],
-        metric=list(METRICS),
+        metric=_METRIC_ORDER,
         loss=list(COMPARED_LOSSES),
     )
 
@@ -509,11 +496,11 @@ def percentage_change_markdown(table: pd.DataFrame) -> str:
     }
     columns = [
         (metric, loss)
-        for metric in METRICS
+        for metric in _METRIC_ORDER
         for loss in COMPARED_LOSSES
         if ((table["metric"] == metric) & (table["loss"] == loss)).any()
     ]
-    header = ["source", "dataset", *(f"{METRIC_LABELS[m]} {loss}" for m, loss in columns)]
+    header = ["source", "dataset", *(f"{METRIC_TITLES[m]} {loss}" for m, loss in columns)]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * 2 + "---:|" * len(columns),
@@ -527,3 +514,65 @@ def percentage_change_markdown(table: pd.DataFrame) -> str:
             )
         lines.append("| " + " | ".join(row_cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --- the paper beside your runs -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaperComparison:
+    """One dataset's per-image results (the paper's, and yours on real data) and their changes."""
+
+    frame: pd.DataFrame
+    """Per image, loss and metric: the paper's (source "paper") and your runs' ("yours")."""
+    changes: pd.DataFrame
+    """Per source, loss and metric: the per-image percentage change against the baseline, mean
+    ± std (:func:`percentage_change_table`, without its pooled "all" rows)."""
+
+    def markdown(self) -> str:
+        """The changes as the Markdown table notebooks display."""
+        return percentage_change_markdown(self.changes)
+
+
+def compare_with_runs(
+    paper_root: str | Path | None, run_root: str | Path, datasets: str | Iterable[str]
+) -> PaperComparison | None:
+    """The paper's results on ``datasets`` beside your runs of them on real data under ``run_root``.
+
+    Runs trained on a phantom (``"phantom": true`` in their config) are left out: their numbers
+    are a pipeline check. ``paper_root`` None downloads the paper's files (:func:`paper_frame`);
+    when that fails (offline) the paper is left out with a message saying how to point at a
+    local copy. Returns None when neither is there.
+
+    Taught in notebooks/04_acdc to 07_brats.
+    """
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    parts = []
+    try:
+        parts.append(paper_frame(paper_root, datasets=datasets))
+    except (ConnectionError, FileNotFoundError) as err:
+        print(
+            f"The paper's results could not be loaded, so they are left out: {err}\n"
+            "Set paper_root to a local copy of the bundles/ folder of "
+            f"{PAPER_REPOSITORY} to include them."
+        )
+    mine = []
+    if Path(run_root).is_dir():
+        mine = [
+            run
+            for run in find_runs(run_root)
+            if run.config.get("dataset") in datasets and not run.config.get("phantom", False)
+        ]
+    if mine:
+        print(f"Your runs on real data: {', '.join(run.name for run in mine)}.")
+        parts.append(runs_frame(mine, source="yours"))
+    else:
+        print(
+            f"No runs of {', '.join(datasets)} on real data under {run_root} (runs on phantoms "
+            "are left out): the paper's results only."
+        )
+    if not parts:
+        return None
+    frame = pd.concat(parts, ignore_index=True)
+    changes = percentage_change_table(frame=frame)
+    return PaperComparison(frame, changes[changes["dataset"] != "all"].reset_index(drop=True))

@@ -16,35 +16,34 @@ value per run, so their change is over seeds and carries no test.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from calibtut import plots
-from calibtut.metrics import micro_errors
+from calibtut import plots, views
+from calibtut.methods import COMPARED_LOSSES, LOSSES
+from calibtut.metrics import METRIC_TITLES, micro_errors, noise_floor
 from calibtut.paper import (
-    COMPARED_LOSSES,
     FRAME_COLUMNS,
     percentage_changes,
     runs_frame,
     summarize_percentage_changes,
 )
-from calibtut.runs import LOSSES, RunDir, atomic_write, find_runs
+from calibtut.runs import FLOOR_COLUMNS, IMAGE_METRICS, RunDir, atomic_write, resolve_runs
 
 __all__ = [
-    "METRICS",
     "REPORT_COLUMNS",
-    "collect_runs",
     "scope_frame",
     "report_table",
     "report_markdown",
+    "headline",
     "write_report",
 ]
 
-METRICS = ("dice", "ece", "ace", "mce")
-METRIC_TITLES = {"dice": "Dice", "ece": "ECE", "ace": "ACE", "mce": "MCE"}
+METRICS = IMAGE_METRICS
 REPORT_COLUMNS = (
     "dataset",
     "scope",
@@ -57,33 +56,13 @@ REPORT_COLUMNS = (
     "p_value",
 )
 MACRO, MICRO = "macro", "micro"
-# calibtut.paper labels its frames' metrics so; per class and micro values reuse the labels.
-_PAPER_LABEL = {"dice": "dice", "ece": "macro_ece", "ace": "macro_ace", "mce": "macro_mce"}
-_FROM_PAPER_LABEL = {label: metric for metric, label in _PAPER_LABEL.items()}
 
 
-def collect_runs(paths: Iterable[str | Path]) -> list[RunDir]:
-    """Evaluated runs: each path is a run directory or a folder holding runs at any depth."""
-    runs: dict[Path, RunDir] = {}
-    for path in map(Path, paths):
-        if (path / "config.json").is_file():
-            run = RunDir(path)
-            if not run.is_evaluated:
-                raise ValueError(
-                    f"{path} has not been evaluated (no per_image.csv/bins.npz): "
-                    "finish training it, or run `calibtut evaluate` on it"
-                )
-            found = [run]
-        elif path.is_dir():
-            found = find_runs(path)
-            if not found:
-                raise FileNotFoundError(f"no evaluated run directory under {path}")
-        else:
-            raise FileNotFoundError(f"{path} is neither a run directory nor a folder of runs")
-        runs.update((run.path.resolve(), run) for run in found)
-    if not runs:
-        raise ValueError("a report needs at least one run directory")
-    return list(runs.values())
+def _metrics(runs: Sequence[RunDir]) -> list[str]:
+    """The per-image metrics every run has: Dice, ECE, ACE, MCE, and the noise floors when all
+    runs were evaluated with them."""
+    floors = all(set(FLOOR_COLUMNS) <= set(run.results().per_image) for run in runs)
+    return [*METRICS, *(FLOOR_COLUMNS if floors else ())]
 
 
 def scope_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
@@ -91,18 +70,22 @@ def scope_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
 
     Sources: each scored class (the image's value for that class), ``macro`` (the paper's
     per-image class mean, :func:`calibtut.paper.runs_frame`) and ``micro`` (per run one value, the
-    class mean of the errors of the pooled bins, under image id ``"pooled"``).
+    class mean of the errors of the pooled bins, under image id ``"pooled"``). Metrics: Dice,
+    ECE, ACE, MCE and, where every run has them, the noise floors ``ace_floor``/``mce_floor``
+    (micro: the floor of the pooled bins, from the pooled label draws).
     """
-    parts = [runs_frame([run.path for run in runs], source=MACRO)]
+    metrics = _metrics(runs)
+    parts = [runs_frame(list(runs), source=MACRO, metrics=metrics)]
     for run in runs:
         config = run.config
         keys = {"dataset": config["dataset"], "loss": config["loss"], "seed": int(config["seed"])}
-        per_image = run.per_image()
+        results = run.results()
+        per_image = results.per_image
         clash = set(per_image["class_name"]) & {MACRO, MICRO}
         if clash:
             raise ValueError(f"{run.per_image_path}: a class may not be named {sorted(clash)}")
         long = per_image.melt(
-            id_vars=["image_id", "class_name"], value_vars=list(METRICS), var_name="metric"
+            id_vars=["image_id", "class_name"], value_vars=metrics, var_name="metric"
         )
         parts.append(
             pd.DataFrame(
@@ -110,13 +93,15 @@ def scope_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
                     "source": long["class_name"],
                     **keys,
                     "image_id": long["image_id"],
-                    "metric": long["metric"].map(_PAPER_LABEL),
+                    "metric": long["metric"],
                     "value": long["value"].astype(float),
                 }
             )
         )
-        bins, _, _ = run.bins()
-        micro = micro_errors(bins)
+        micro = {name: getattr(micro_errors(results.bins), name) for name in ("ece", "ace", "mce")}
+        if "ace_floor" in metrics and results.draws is not None:
+            floor = noise_floor(results.bins.pooled(), results.draws.pooled())
+            micro.update(ace_floor=floor.ace, mce_floor=floor.mce)
         parts.append(
             pd.DataFrame(
                 [
@@ -124,10 +109,10 @@ def scope_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
                         "source": MICRO,
                         **keys,
                         "image_id": "pooled",
-                        "metric": _PAPER_LABEL[name],
-                        "value": float(np.nanmean(getattr(micro, name)[0].double().numpy())),
+                        "metric": name,
+                        "value": float(np.nanmean(values[0].double().numpy())),
                     }
-                    for name in ("ece", "ace", "mce")
+                    for name, values in micro.items()
                 ]
             )
         )
@@ -138,8 +123,9 @@ def report_table(runs: Sequence[RunDir]) -> pd.DataFrame:
     """The comparison table, long: one row per dataset, scope, metric and loss (:data:`REPORT_COLUMNS`).
 
     ``value`` is the mean over test images and seeds (NaN skipped: Dice of a class absent from an
-    image); ``pct_change``/``pct_std``/``n``/``p_value`` compare hard and soft with the baseline
-    (:func:`calibtut.paper.summarize_percentage_changes`); baseline rows leave them empty.
+    image); ``pct_change``/``pct_std``/``n``/``p_value`` compare each loss with the baseline
+    (:func:`calibtut.paper.summarize_percentage_changes`); baseline rows, and the noise floors
+    (a property of the probabilities, not a result to improve), leave them empty.
     """
     frame = scope_frame(runs)
     keys = ["dataset", "source", "metric", "loss"]
@@ -148,6 +134,7 @@ def report_table(runs: Sequence[RunDir]) -> pd.DataFrame:
         lambda losses: "baseline" in set(losses) and len(set(losses)) > 1
     )
     to_compare = frame[frame["dataset"].isin(compared[compared].index)]
+    to_compare = to_compare[to_compare["metric"].isin(METRICS)]
     if to_compare.empty:
         table = values.assign(pct_change=math.nan, pct_std=math.nan, n=pd.NA, p_value=math.nan)
     else:
@@ -158,7 +145,6 @@ def report_table(runs: Sequence[RunDir]) -> pd.DataFrame:
         table = values.merge(summary, on=keys, how="left")
     table.loc[table["source"] == MICRO, "p_value"] = math.nan  # one pooled value per seed: no test
     table = table.rename(columns={"source": "scope"})
-    table["metric"] = table["metric"].map(_FROM_PAPER_LABEL)
     table["n"] = table["n"].astype("Int64")
     return _ordered(table, runs)[list(REPORT_COLUMNS)]
 
@@ -166,13 +152,15 @@ def report_table(runs: Sequence[RunDir]) -> pd.DataFrame:
 def _ordered(table: pd.DataFrame, runs: Sequence[RunDir]) -> pd.DataFrame:
     """Datasets in run order; classes in the runs' order, then macro, micro; metrics and losses fixed."""
     classes = dict.fromkeys(
-        name for run in runs for name in run.per_image().sort_values("class_index")["class_name"]
+        name
+        for run in runs
+        for name in run.results().per_image.sort_values("class_index")["class_name"]
     )
     scopes = [*classes, MACRO, MICRO]
     order = {
         "dataset": list(dict.fromkeys(run.config["dataset"] for run in runs)),
         "scope": scopes,
-        "metric": list(METRICS),
+        "metric": list(METRIC_TITLES),
         "loss": list(LOSSES),
     }
     ranks = [
@@ -181,8 +169,10 @@ def _ordered(table: pd.DataFrame, runs: Sequence[RunDir]) -> pd.DataFrame:
     return table.iloc[np.lexsort(ranks[::-1])].reset_index(drop=True)
 
 
-def _cell(value: float) -> str:
-    return "—" if value is None or pd.isna(value) else f"{value:.4f}"
+def _cell(value: float, floor: float | None = None) -> str:
+    if value is None or pd.isna(value):
+        return "—"
+    return f"{value:.4f}" + ("" if floor is None or pd.isna(floor) else f" [{floor:.3f}]")
 
 
 def _change_cell(row: pd.Series | None) -> str:
@@ -222,11 +212,14 @@ def report_markdown(table: pd.DataFrame) -> str:
                 "|---" + "|---:" * (len(header) - 1) + "|",
             ]
             cells = {(r.scope, r.loss): r for _, r in rows.iterrows()}
+            floors = part[part["metric"] == f"{metric}_floor"]
+            floor_of = {(r.scope, r.loss): r.value for r in floors.itertuples(index=False)}
             for scope in dict.fromkeys(rows["scope"]):
                 line = [scope]
                 for loss in losses:
                     row = cells.get((scope, loss))
-                    line.append(_cell(None if row is None else row["value"]))
+                    value = None if row is None else row["value"]
+                    line.append(_cell(value, floor_of.get((scope, loss))))
                     if loss in COMPARED_LOSSES:
                         line.append(_change_cell(row))
                 lines.append("| " + " | ".join(line) + " |")
@@ -234,20 +227,42 @@ def report_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def headline(runs: Mapping[str, RunDir] | Sequence[RunDir]) -> pd.DataFrame:
+    """Per loss, Dice, ECE, ACE and MCE (and their noise floors) averaged over test images: the
+    report's macro scope.
+
+    Taught in notebooks/00_start_here and 03_training_with_calibration_losses.
+    """
+    table = report_table(list(runs.values()) if isinstance(runs, Mapping) else list(runs))
+    macro = table[table["scope"] == MACRO].pivot_table(
+        index="loss", columns="metric", values="value", aggfunc="first"
+    )
+    order = [loss for loss in LOSSES if loss in macro.index]
+    return macro.reindex(order)[[m for m in METRIC_TITLES if m in macro.columns]]
+
+
 _EXPLANATION = """\
 Values are means over the test images (pooled over seeds). Scopes: each scored class; `macro`,
 the per-image mean over classes (calibration errors over all classes, Dice over the classes
 present), averaged over images; `micro`, the errors of the bins pooled over the whole test set
-(mean over classes). Δ% is the per-image percentage change against the Dice+CE baseline of the
-same seed, mean ± std over images, with the two-sided paired Wilcoxon signed-rank p-value over
-images (micro: over seeds, no test). Lower is better for ECE, ACE and MCE; higher for Dice.
+(mean over classes). In brackets after an ACE or MCE, its **noise floor**: the value a perfectly
+calibrated model with the same probabilities would still show, because a bin holds finitely many
+voxels (labels drawn from the model's own probabilities); only the part above it can be lowered.
+
+Δ% is the paper's statistic: each image's percentage change against the Dice+CE baseline of the
+same seed, `(loss - baseline) / baseline * 100`, then the mean ± std of those per-image ratios
+over images. It is not the change of the means (an image whose baseline ACE is small weighs as
+much as one whose ACE is large), so it can differ from, even disagree in sign with, the change
+of the table's means. p: the two-sided paired Wilcoxon signed-rank test over images (micro: one
+value per seed, no test). Lower is better for ECE, ACE and MCE; higher for Dice. The figure
+"every test image, baseline against each loss" shows the pairs behind each Δ%.
 """
 
 
 def write_report(paths: Iterable[str | Path], out: str | Path) -> pd.DataFrame:
     """Write ``report.md``, ``report.csv`` and ``figures/`` for the runs under ``paths`` into
     ``out``; returns the table (:func:`report_table`)."""
-    runs = collect_runs(paths)
+    runs = resolve_runs(paths)
     table = report_table(runs)
     out = Path(out)
     figures = _write_figures(runs, out / "figures")
@@ -270,58 +285,50 @@ def write_report(paths: Iterable[str | Path], out: str | Path) -> pd.DataFrame:
 
 def _write_figures(runs: Sequence[RunDir], folder: Path) -> list[tuple[str, Path]]:
     """Per dataset, for the lowest seed that every loss has: the losses' dataset reliability
-    histograms, the reliability diagrams of the first test image and its overlays."""
+    histograms, the reliability diagrams of the typical test image (median baseline ACE), its
+    overlays, and every image's baseline-vs-loss values."""
     written: list[tuple[str, Path]] = []
     by_dataset: dict[str, list[RunDir]] = {}
     for run in runs:
         by_dataset.setdefault(run.config["dataset"], []).append(run)
     for dataset, group in by_dataset.items():
         losses = [loss for loss in LOSSES if any(r.config["loss"] == loss for r in group)]
-        seeds = sorted(
-            set.intersection(
-                *(
-                    {int(r.config["seed"]) for r in group if r.config["loss"] == loss}
-                    for loss in losses
-                )
-            )
+        seeds = set.intersection(
+            *({int(r.config["seed"]) for r in group if r.config["loss"] == loss} for loss in losses)
         )
         if not seeds:
             continue
-        chosen = {
-            loss: next(
-                r for r in group if r.config["loss"] == loss and int(r.config["seed"]) == seeds[0]
+        chosen = views.by_loss(group, seed=min(seeds))
+        suffix = f"{dataset}, seed {min(seeds)}"
+
+        def save(title: str, name: str, fig: Figure, prefix: str = dataset) -> None:
+            png, _ = plots.save_figure(fig, folder / f"{prefix}_{name}")
+            written.append((title, png))
+
+        save(
+            f"Dataset reliability histograms ({suffix})",
+            "reliability_histograms",
+            views.dataset_histograms(chosen),
+        )
+        ids = [run.results().image_ids for run in chosen.values()]
+        if all(set(i) == set(ids[0]) for i in ids):
+            typical = views.typical_image(next(iter(chosen.values())))
+            save(
+                f"Reliability diagrams of test image {typical}, the median baseline ACE ({suffix})",
+                "reliability_diagrams",
+                views.reliability_diagrams(chosen, typical),
             )
-            for loss in losses
-        }
-        suffix = f"{dataset}, seed {seeds[0]}"
-        figures = [
-            (
-                f"Dataset reliability histograms ({suffix})",
-                f"{dataset}_reliability_histograms",
-                plots.compare_run_reliability_histograms(chosen),
-            ),
-        ]
-        bins = {loss: run.bins() for loss, run in chosen.items()}
-        first_id = bins[losses[0]][1][0]
-        if all(ids[0] == first_id for _, ids, _ in bins.values()):
-            stats = {loss: b for loss, (b, _, _) in bins.items()}
-            figures.append(
-                (
-                    f"Reliability diagrams of test image {first_id} ({suffix})",
-                    f"{dataset}_reliability_diagrams",
-                    plots.compare_reliability_diagrams(stats, bins[losses[0]][2], image=0),
+            if len(chosen) > 1 and "baseline" in chosen:
+                save(
+                    f"Every test image, baseline against each loss ({dataset}, all seeds)",
+                    "paired_changes",
+                    views.paired_changes(group),
                 )
-            )
         shared = sorted(set.intersection(*(set(run.prediction_ids()) for run in chosen.values())))
         if shared:
-            figures.append(
-                (
-                    f"Test image {shared[0]} ({suffix})",
-                    f"{dataset}_overlays",
-                    plots.compare_run_overlays(chosen, image_id=shared[0]),
-                )
+            save(
+                f"Test image {shared[0]} ({suffix})",
+                "overlays",
+                views.overlays(chosen, image_id=shared[0]),
             )
-        for title, name, fig in figures:
-            png, _ = plots.save_figure(fig, folder / name)
-            written.append((title, png))
     return written

@@ -1,15 +1,14 @@
 """Interactive explorers (ipywidgets 8) over run directories, and a binning playground.
 
-Widgets hold no calibration maths and no training: they read run directories (DESIGN.md) through
-:class:`calibtut.runs.RunDir`, ask :mod:`calibtut.metrics` (and, in the playground, the binning
-functions and losses) for numbers, and draw with :mod:`calibtut.plots`. Figures are rendered to
-PNG into :class:`ipywidgets.Output` areas, so they need no front-end extension beyond ipywidgets'
-own and work in JupyterLab, Notebook, Binder and (after :func:`enable_colab_widgets`) Colab.
+Widgets hold no maths and never train: they resolve runs with :mod:`calibtut.runs`, ask
+:mod:`calibtut.views` for every figure and table, and show them. Figures are rendered to PNG into
+:class:`ipywidgets.Output` areas, so they need no front-end extension beyond ipywidgets' own and
+work in JupyterLab, Notebook, Binder and (after :func:`enable_colab_widgets`) Colab.
 
 Each explorer is a small class whose controls are attributes and whose ``update()`` redraws, so
 code (and tests) can drive it; its ``widget`` is the box to display (or display the explorer
-itself). Loaded bins, per-image tables, re-binned summaries and saved predictions are cached per
-run, so a control change only re-draws.
+itself). Rendered images of the last few control states are kept (as PNG bytes, not figures), so
+moving a control back costs nothing; :meth:`close` releases everything.
 """
 
 from __future__ import annotations
@@ -18,22 +17,18 @@ import base64
 import io
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-import numpy as np
+import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from calibtut import plots
-from calibtut.binning import BinStats, hard_binning, soft_binning
-from calibtut.losses import HardL1ACELoss, SoftL1ACELoss
-from calibtut.metrics import REDUCTIONS, calibration_errors, macro_average, micro_errors
-from calibtut.runs import RunDir, find_runs
+from calibtut import plots, views
+from calibtut.runs import RunDir, resolve_runs
 
 __all__ = [
     "enable_colab_widgets",
@@ -43,18 +38,12 @@ __all__ = [
     "binning_playground",
     "image_explorer",
     "dataset_explorer",
-    "EXAMPLE_PROBS",
-    "EXAMPLE_TARGETS",
+    "ALL_CLASSES",
 ]
 
 RunsArgument = RunDir | str | Path | Iterable[RunDir | str | Path]
 ALL_CLASSES = -1
 DISPLAY_DPI = 100
-_PREDICTIONS_PER_RUN = 8
-
-EXAMPLE_PROBS = (0.05, 0.15, 0.3, 0.45, 0.55, 0.7, 0.85, 0.95)
-EXAMPLE_TARGETS = (0, 0, 1, 0, 1, 0, 1, 1)
-"""The playground's small example (one image, one class); the slider's value joins it."""
 
 
 def enable_colab_widgets() -> bool:
@@ -100,247 +89,148 @@ def _table_output(table: pd.DataFrame) -> dict[str, Any]:
     return _html_output(table.to_html(float_format=lambda v: f"{v:.4f}"), table.to_string())
 
 
+def _message(text: str) -> dict[str, Any]:
+    return _html_output(f"<i>{text}</i>", text)
+
+
 def _show(output: widgets.Output, *items: dict[str, Any]) -> None:
     """Replace an Output's content in one step (no flicker, and no kernel needed to do it)."""
     output.outputs = tuple(items)
 
 
-class _FigureCache:
-    """The last few figures (and their PNG outputs) by the control state that drew them.
+class _Rendered:
+    """The PNG outputs of the last few control states, and the figure drawn last.
 
-    Moving a slider back, or changing a control that does not affect a figure, then costs
-    nothing. Kept small: a rendered figure holds its pixel buffer.
+    Only the encoded images are kept (a figure holds its whole artist tree and pixel buffer), so
+    an explorer's memory stays small however long it is used.
     """
 
-    def __init__(self, size: int = 6) -> None:
+    def __init__(self, size: int = 8) -> None:
         self.size = size
-        self._items: OrderedDict[Hashable, tuple[Figure, dict[str, Any]]] = OrderedDict()
+        self.figure: Figure | None = None
+        self._items: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
 
-    def get(self, key: Hashable, draw: Callable[[], Figure]) -> tuple[Figure, dict[str, Any]]:
+    def get(self, key: Hashable, draw: Callable[[], Figure]) -> dict[str, Any]:
         if key in self._items:
             self._items.move_to_end(key)
-        else:
-            figure = draw()
-            self._items[key] = (figure, _figure_output(figure))
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
+            return self._items[key]
+        self.figure = draw()
+        self._items[key] = _figure_output(self.figure)
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
         return self._items[key]
 
-
-# --- runs and their cached results ---
-
-
-class _RunData:
-    """One evaluated run's saved results, read once; re-binned summaries and predictions cached.
-
-    ``class_names`` are the scored classes (the bins' class axis), ``class_indices`` their output
-    channels (per_image.csv's ``class_index``) and ``channel_names`` every output channel (what
-    overlay label values and regions count): a softmax run leaves the background unscored, so
-    they differ (see :mod:`calibtut.runs`).
-    """
-
-    def __init__(self, run: RunDir) -> None:
-        self.run = run
-        self.config = run.config
-        self.bins, self.image_ids, self.class_names = run.bins()
-        self.class_indices = run.class_indices()
-        if "class_names" not in self.config:
-            raise ValueError(
-                f"{run.config_path} lacks class_names (the names of the output channels)."
-            )
-        self.channel_names = [str(name) for name in self.config["class_names"]]
-        self.per_image = run.per_image()
-        self.image_index = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        self._rebinned: dict[int, BinStats] = {self.bins.num_bins: self.bins}
-        self._summaries: dict[int, pd.DataFrame] = {}
-        self._predictions: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
-
-    def rebinned(self, num_bins: int) -> BinStats:
-        if num_bins not in self._rebinned:
-            self._rebinned[num_bins] = self.bins.rebinned(num_bins)
-        return self._rebinned[num_bins]
-
-    def summary(self, num_bins: int) -> pd.DataFrame:
-        """Per class: macro (per image, then averaged) and micro (pooled) ECE/ACE/MCE, mean Dice."""
-        if num_bins not in self._summaries:
-            bins = self.rebinned(num_bins)
-            per_image, micro = calibration_errors(bins), micro_errors(bins)
-            columns: dict[str, Any] = {}
-            for name in REDUCTIONS.values():
-                columns[f"macro_{name}"] = macro_average(getattr(per_image, name)).double().numpy()
-            for name in REDUCTIONS.values():
-                columns[f"micro_{name}"] = getattr(micro, name)[0].double().numpy()
-            dice = self.per_image.groupby("class_index")["dice"].mean()
-            columns["dice"] = dice.reindex(self.class_indices).to_numpy()
-            self._summaries[num_bins] = pd.DataFrame(
-                columns, index=pd.Index(self.class_names, name="class")
-            )
-        return self._summaries[num_bins]
-
-    def has_prediction(self, image_id: str) -> bool:
-        """Asked of the disk each time: predictions may be saved after the results."""
-        return image_id in self._predictions or image_id in self.run.prediction_ids()
-
-    def prediction(self, image_id: str) -> dict[str, np.ndarray]:
-        if image_id in self._predictions:
-            self._predictions.move_to_end(image_id)
-        else:
-            self._predictions[image_id] = self.run.prediction(image_id)
-            if len(self._predictions) > _PREDICTIONS_PER_RUN:
-                self._predictions.popitem(last=False)
-        return self._predictions[image_id]
+    def clear(self) -> None:
+        self._items.clear()
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.figure = None
 
 
-@lru_cache(maxsize=32)
-def _cached_run(path: str, bins_mtime: int, table_mtime: int) -> _RunData:
-    """Runs are cached by path and result-file times, so re-evaluating a run reloads it."""
-    return _RunData(RunDir(path))
-
-
-def _load(run: RunDir) -> _RunData:
-    stamps = [p.stat().st_mtime_ns for p in (run.bins_path, run.per_image_path)]
-    return _cached_run(str(run.path.resolve()), *stamps)
-
-
-def _resolve_runs(runs: RunsArgument) -> list[RunDir]:
-    """Run directories from runs, paths of runs, or roots to search (``runs.find_runs``)."""
-    items = [runs] if isinstance(runs, RunDir | str | Path) else list(runs)
-    resolved: list[RunDir] = []
-    for item in items:
-        if not isinstance(item, RunDir | str | Path):
-            raise TypeError(f"runs must be RunDirs or paths, got {type(item).__name__}.")
-        run = item if isinstance(item, RunDir) else RunDir(item)
-        if run.config_path.is_file():
-            resolved.append(run)
-        elif run.path.is_dir():
-            found = find_runs(run.path)
-            if not found:
-                raise FileNotFoundError(f"No evaluated run directory below {run.path}.")
-            resolved.extend(found)
-        else:
-            raise FileNotFoundError(f"{run.path} is neither a run directory nor a folder of runs.")
-    if not resolved:
-        raise ValueError("No runs given: pass run directories or a folder that holds runs.")
-    for run in resolved:
-        if not run.is_evaluated:
-            raise FileNotFoundError(
-                f"{run.path} is not evaluated: it needs bins.npz and per_image.csv."
-            )
-    return resolved
-
-
-def _labels(runs: Sequence[_RunData]) -> list[str]:
-    """Short unique labels: the dataset/loss/seed parts that differ between the runs."""
-    parts = [
-        (
-            str(d.config.get("dataset", "?")),
-            str(d.config.get("loss", "?")),
-            f"seed_{d.config.get('seed', '?')}",
-        )
-        for d in runs
-    ]
-    varying = [i for i in range(3) if len({p[i] for p in parts}) > 1] or [1]
-    labels = ["/".join(p[i] for i in varying) for p in parts]
-    if len(set(labels)) < len(labels):
-        labels = [str(d.run.path) for d in runs]
-    return labels
-
-
-def _check_shared_classes(runs: Sequence[_RunData], labels: Sequence[str]) -> None:
-    """Runs explored together score the same classes on the same output channels."""
-    classes = {
-        label: (tuple(d.channel_names), tuple(zip(d.class_indices, d.class_names, strict=True)))
-        for label, d in zip(labels, runs, strict=True)
-    }
-    if len(set(classes.values())) != 1:
-        described = {
-            label: {"output channels": list(channels), "scored (channel, class)": list(scored)}
-            for label, (channels, scored) in classes.items()
-        }
-        raise ValueError(f"Runs to explore together need the same classes, got {described}.")
-
-
-def _default_selection(runs: Sequence[_RunData], most: int = 3) -> tuple[int, ...]:
-    """The runs an explorer opens on: the first run of each loss (e.g. baseline, hard, soft)."""
-    chosen: dict[tuple[str, str], int] = {}
-    for i, d in enumerate(runs):
-        chosen.setdefault((str(d.config.get("dataset")), str(d.config.get("loss"))), i)
-    return tuple(list(chosen.values())[:most])
-
-
-def _first_foreground(class_names: Sequence[str]) -> int:
-    """The class an explorer opens on: the first one that is not the background.
-
-    One class at a time keeps figures small and redraws fast; "all classes" is one click away.
-    """
-    return 1 if len(class_names) > 1 and class_names[0].lower() == "background" else 0
-
-
-def _class_options(class_names: Sequence[str]) -> list[tuple[str, int]]:
-    return [("all classes", ALL_CLASSES)] + [(name, c) for c, name in enumerate(class_names)]
+# --- the explorers ---
 
 
 class _Explorer:
-    """Shared run loading and run/class controls of the two explorers."""
+    """Shared run loading, run and class controls, display and closing of the two explorers."""
 
     def __init__(self, runs: RunsArgument) -> None:
         enable_colab_widgets()
-        self.data = [_load(run) for run in _resolve_runs(runs)]
-        self.labels = _labels(self.data)
-        _check_shared_classes(self.data, self.labels)
-        first = self.data[0]
-        self.class_names = first.class_names  # scored classes: the bins' class axis
+        self.run_dirs = views.labelled(resolve_runs(runs))
+        self.labels = list(self.run_dirs)
+        results = {label: run.results() for label, run in self.run_dirs.items()}
+        self.class_names = views.shared_classes(results)  # scored classes: the bins' class axis
+        first = next(iter(results.values()))
         self.class_indices = first.class_indices  # their output channels
-        self.channel_names = first.channel_names  # every output channel: overlays
+        self._check_channels(results)
+        self.results = results
         self.runs = widgets.SelectMultiple(
             options=[(label, i) for i, label in enumerate(self.labels)],
-            value=_default_selection(self.data),
-            rows=min(len(self.data), 6),
+            value=self._default_selection(),
+            rows=min(len(self.labels), 6),
             description="runs",
         )
+        first_class = 0
+        config = next(iter(self.run_dirs.values())).config
+        if config.get("activation") == "softmax" and self.class_indices[0] == 0:
+            first_class = min(1, len(self.class_names) - 1)  # the background is scored: skip it
         self.class_index = widgets.Dropdown(
-            options=_class_options(self.class_names),
-            value=_first_foreground(self.class_names),
+            options=[("all classes", ALL_CLASSES)]
+            + [(n, c) for c, n in enumerate(self.class_names)],
+            value=first_class,
             description="class",
         )
         self.widget: widgets.Box
+        self._controls: list[widgets.Widget] = [self.runs, self.class_index]
+
+    def _check_channels(self, results: dict) -> None:
+        for run in self.run_dirs.values():
+            if "class_names" not in run.config:
+                raise ValueError(
+                    f"{run.config_path} lacks class_names (the names of the output channels)."
+                )
+        channels = {
+            label: (tuple(run.config.get("class_names", ())), tuple(results[label].class_indices))
+            for label, run in self.run_dirs.items()
+        }
+        if len(set(channels.values())) != 1:
+            raise ValueError(f"Runs to explore together need the same classes, got {channels}.")
+        self.channel_names = list(next(iter(channels.values()))[0])  # every output channel
+
+    def _default_selection(self, most: int = 3) -> tuple[int, ...]:
+        """The runs an explorer opens on: the first run of each loss (e.g. baseline, hard, soft)."""
+        chosen: dict[tuple[str, str], int] = {}
+        for i, run in enumerate(self.run_dirs.values()):
+            config = run.config
+            chosen.setdefault((str(config.get("dataset")), str(config.get("loss"))), i)
+        return tuple(list(chosen.values())[:most])
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
 
     @property
-    def selected(self) -> list[tuple[str, _RunData]]:
-        return [(self.labels[i], self.data[i]) for i in self.runs.value]
+    def selected(self) -> dict[str, RunDir]:
+        return {self.labels[i]: self.run_dirs[self.labels[i]] for i in self.runs.value}
 
     @property
-    def classes(self) -> list[int] | None:
-        """The shown classes as positions on the bins' class axis (None: all of them)."""
-        return None if self.class_index.value == ALL_CLASSES else [self.class_index.value]
+    def classes(self) -> list[str] | None:
+        """The shown classes' names (None: all of them)."""
+        if self.class_index.value == ALL_CLASSES:
+            return None
+        return [self.class_names[self.class_index.value]]
 
     @property
     def channels(self) -> list[int]:
         """The shown classes' output channels (per_image.csv's ``class_index``)."""
-        shown = range(len(self.class_names)) if self.classes is None else self.classes
-        return [self.class_indices[c] for c in shown]
+        shown = self.class_names if self.classes is None else self.classes
+        return [self.class_indices[self.class_names.index(name)] for name in shown]
 
+    def close(self) -> None:
+        """Close the widgets and drop the rendered images (a closed explorer is inert)."""
+        for rendered in self._renders():
+            rendered.clear()
+        for control in self._all_widgets():
+            control.close()
 
-# --- per-image explorer ---
+    def _renders(self) -> list[_Rendered]:
+        return []
+
+    def _all_widgets(self) -> list[widgets.Widget]:
+        return [*self._controls, self.widget]
 
 
 class ImageExplorer(_Explorer):
     """One test image under one or several runs: its metrics, reliability diagrams and overlay.
 
     Controls: ``runs`` (several side by side), ``image``, ``class_index`` and ``slice`` (3D);
-    ``metrics`` shows the image's ECE/ACE/MCE/Dice (``per_image.csv``). The figures drawn last are
-    kept as ``diagram_figure`` and ``overlay_figure``, the numbers as ``metrics_table``.
+    ``metrics`` shows the image's values (``per_image.csv``). The figures drawn last are
+    ``diagram_figure`` and ``overlay_figure``, the numbers ``metrics_table``.
     """
 
     def __init__(self, runs: RunsArgument, axis: int = -1) -> None:
         super().__init__(runs)
         self.axis = axis
-        image_ids = [
-            i for i in self.data[0].image_ids if all(i in d.image_index for d in self.data)
-        ]
+        ids = [r.image_ids for r in self.results.values()]
+        image_ids = [i for i in ids[0] if all(i in other for other in ids[1:])]
         if not image_ids:
             raise ValueError(f"The runs {self.labels} have no test image in common.")
         self.image = widgets.Dropdown(options=image_ids, value=image_ids[0], description="image")
@@ -350,13 +240,11 @@ class ImageExplorer(_Explorer):
         self.metrics = widgets.HTML()
         self.diagram_output = widgets.Output()
         self.overlay_output = widgets.Output()
-        self.diagram_figure: Figure | None = None
-        self.overlay_figure: Figure | None = None
         self.metrics_table = pd.DataFrame()
         self._slice_source: tuple[str, int] | None = None
         self._drawing = False
-        self._diagrams = _FigureCache()
-        self._overlays = _FigureCache()
+        self._diagrams = _Rendered()
+        self._overlays = _Rendered()
         controls = widgets.VBox([self.image, self.class_index, self.slice])
         self.widget = widgets.VBox(
             [
@@ -366,76 +254,69 @@ class ImageExplorer(_Explorer):
                 self.overlay_output,
             ]
         )
+        self._controls += [self.image, self.slice, self.metrics, controls]
+        self._controls += [self.diagram_output, self.overlay_output]
         for control in (self.runs, self.image, self.class_index):
             control.observe(lambda _: self.update(), names="value")
         self.slice.observe(lambda _: self._slice_moved(), names="value")
         self.update()
 
+    @property
+    def diagram_figure(self) -> Figure | None:
+        return self._diagrams.figure
+
+    @property
+    def overlay_figure(self) -> Figure | None:
+        return self._overlays.figure
+
+    def _renders(self) -> list[_Rendered]:
+        return [self._diagrams, self._overlays]
+
     def update(self) -> None:
         """Redraw the metrics table, the reliability diagrams and the overlay."""
         selected = self.selected
         if not selected:
-            message = _html_output("<i>Select at least one run.</i>", "Select at least one run.")
-            _show(self.diagram_output, message)
+            _show(self.diagram_output, _message("Select at least one run."))
             _show(self.overlay_output)
             self.metrics.value = ""
             return
         image_id = self.image.value
-        rows = self.per_image_rows(image_id)
-        self.metrics_table = rows
-        self.metrics.value = f"<b>{image_id}</b>" + rows.to_html(float_format=lambda v: f"{v:.4f}")
-        bins = {label: d.bins.select(d.image_index[image_id]) for label, d in selected}
-        self.diagram_figure, shown = self._diagrams.get(
+        self.metrics_table = views.image_metrics(selected, image_id, self.classes)
+        table = self.metrics_table.to_html(float_format=lambda v: f"{v:.4f}")
+        self.metrics.value = f"<b>{image_id}</b>" + table
+        shown = self._diagrams.get(
             (self.runs.value, image_id, self.class_index.value),
-            lambda: plots.compare_reliability_diagrams(
-                bins, self.class_names, image=0, classes=self.classes, title=f"image {image_id}"
+            lambda: views.reliability_diagrams(
+                selected, image_id, self.classes, title=f"image {image_id}"
             ),
         )
         _show(self.diagram_output, shown)
         self.update_overlay()
 
-    def per_image_rows(self, image_id: str) -> pd.DataFrame:
-        """ECE/ACE/MCE/Dice of one image, per selected run and shown class, from per_image.csv."""
-        frames = []
-        for label, d in self.selected:
-            table = d.per_image[d.per_image["image_id"] == image_id]
-            table = table[table["class_index"].isin(self.channels)]
-            frames.append(table.assign(run=label))
-        table = pd.concat(frames).set_index(["run", "class_name"])
-        return table[["ece", "ace", "mce", "dice"]]
-
     def update_overlay(self) -> None:
         """Redraw the overlay (image, truth, prediction, confidence, errors) at the current slice."""
         image_id = self.image.value
-        arrays = {
-            label: d.prediction(image_id)
-            for label, d in self.selected
-            if d.has_prediction(image_id)
+        saved = {
+            label: run for label, run in self.selected.items() if image_id in run.prediction_ids()
         }
-        if not arrays:
-            self.overlay_figure = None
+        if not saved:
+            self._overlays.figure = None
             text = f"No saved prediction for image {image_id} in the selected runs."
-            _show(self.overlay_output, _html_output(f"<i>{text}</i>", text))
+            _show(self.overlay_output, _message(text))
             self._sync_slice(image_id, None)
             return
-        first = next(iter(arrays.values()))
-        self._sync_slice(image_id, first)
-        sigmoid = plots.overlay_layout(first) == "sigmoid"
-        channel = self.channels[0] if sigmoid else 0  # a region's output channel
-        slice_index = self.slice.value if plots.slice_count(first, self.axis) else None
-        self.overlay_figure, shown = self._overlays.get(
-            (tuple(arrays), image_id, slice_index, channel),
-            lambda: plots.compare_image_overlays(
-                arrays,
-                self.channel_names,
-                slice_index=slice_index,
-                axis=self.axis,
-                channel=channel,
-            ),
+        arrays = next(iter(saved.values())).prediction(image_id)
+        self._sync_slice(image_id, arrays)
+        sigmoid = plots.overlay_layout(arrays) == "sigmoid"
+        channel = self.channel_names[self.channels[0]] if sigmoid else None
+        slice_index = self.slice.value if plots.slice_count(arrays, self.axis) else None
+        shown = self._overlays.get(
+            (tuple(saved), image_id, slice_index, channel),
+            lambda: views.overlays(saved, image_id, channel, slice_index, self.axis),
         )
         _show(self.overlay_output, shown)
 
-    def _sync_slice(self, image_id: str, arrays: dict[str, np.ndarray] | None) -> None:
+    def _sync_slice(self, image_id: str, arrays: dict | None) -> None:
         """Fit the slice slider to the image (hidden for 2D); start on the busiest slice."""
         count = 0 if arrays is None else plots.slice_count(arrays, self.axis)
         self.slice.layout.display = None if count else "none"
@@ -459,25 +340,21 @@ def image_explorer(runs: RunsArgument, axis: int = -1) -> widgets.Box:
     return ImageExplorer(runs, axis).widget
 
 
-# --- dataset explorer ---
-
-
 class DatasetExplorer(_Explorer):
     """Dataset reliability histograms of one or several runs, with macro/micro metrics per class.
 
-    Controls: ``runs``, ``class_index``, ``num_bins`` (divisors of the saved number, via
-    ``BinStats.rebinned``) and ``norm`` (colour scaling). The figure drawn last is kept as
-    ``figure`` and the table as ``table``.
+    Controls: ``runs``, ``class_index``, ``num_bins`` (divisors of the saved number) and
+    ``norm`` (colour scaling). The figure drawn last is ``figure`` and the table ``table``.
     """
 
     def __init__(self, runs: RunsArgument) -> None:
         super().__init__(runs)
-        saved = {label: d.bins.num_bins for label, d in zip(self.labels, self.data, strict=True)}
+        saved = {label: r.bins.num_bins for label, r in self.results.items()}
         if len(set(saved.values())) != 1:
             raise ValueError(
                 f"Runs to explore together need one saved number of bins, got {saved}."
             )
-        stored = self.data[0].bins.num_bins
+        stored = next(iter(saved.values()))
         self.num_bins = widgets.Dropdown(
             options=[n for n in range(stored, 0, -1) if stored % n == 0 and n > 1] or [stored],
             value=stored,
@@ -488,9 +365,8 @@ class DatasetExplorer(_Explorer):
         )
         self.figure_output = widgets.Output()
         self.table_output = widgets.Output()
-        self.figure: Figure | None = None
         self.table = pd.DataFrame()
-        self._figures = _FigureCache()
+        self._figures = _Rendered()
         controls = widgets.VBox([self.class_index, self.num_bins, self.norm])
         self.widget = widgets.VBox(
             [
@@ -501,27 +377,32 @@ class DatasetExplorer(_Explorer):
                 ),
             ]
         )
+        self._controls += [self.num_bins, self.norm, self.figure_output, self.table_output]
+        self._controls.append(controls)
         for control in (self.runs, self.class_index, self.num_bins, self.norm):
             control.observe(lambda _: self.update(), names="value")
         self.update()
+
+    @property
+    def figure(self) -> Figure | None:
+        return self._figures.figure
+
+    def _renders(self) -> list[_Rendered]:
+        return [self._figures]
 
     def update(self) -> None:
         """Redraw the histograms and the metrics table for the current controls."""
         selected = self.selected
         if not selected:
-            message = _html_output("<i>Select at least one run.</i>", "Select at least one run.")
-            _show(self.figure_output, message)
+            _show(self.figure_output, _message("Select at least one run."))
             _show(self.table_output)
             return
         num_bins = self.num_bins.value
         self.table = self.summary_table()
-        self.figure, shown = self._figures.get(
+        shown = self._figures.get(
             (self.runs.value, self.class_index.value, num_bins, self.norm.value),
-            lambda: plots.compare_dataset_reliability_histograms(
-                {label: d.rebinned(num_bins) for label, d in selected},
-                self.class_names,
-                classes=self.classes,
-                norm=self.norm.value,
+            lambda: views.dataset_histograms(
+                selected, self.classes, num_bins=num_bins, norm=self.norm.value
             ),
         )
         _show(self.figure_output, shown)
@@ -529,12 +410,13 @@ class DatasetExplorer(_Explorer):
 
     def summary_table(self) -> pd.DataFrame:
         """Macro and micro ECE/ACE/MCE and mean Dice per selected run and shown class."""
-        frames = {label: d.summary(self.num_bins.value) for label, d in self.selected}
+        frames = {
+            label: views.class_summary(run, self.num_bins.value)
+            for label, run in self.selected.items()
+        }
         table = pd.concat(frames, names=["run"])
         if self.classes is not None:
-            table = table[
-                table.index.get_level_values("class") == self.class_names[self.classes[0]]
-            ]
+            table = table[table.index.get_level_values("class").isin(self.classes)]
         return table
 
 
@@ -550,10 +432,9 @@ class BinningPlayground:
     """Which bins receive a probability, with what weight, and the mL1-ACE it feeds.
 
     Controls: ``value`` (the probability), ``num_bins``, ``binning`` ("hard"/"soft") and
-    ``target`` (that voxel's ground truth). The value joins a small example
-    (:data:`EXAMPLE_PROBS`, :data:`EXAMPLE_TARGETS`); ``update()`` bins it with
-    ``calibtut.binning`` and evaluates the package's loss and its autograd gradient, kept as
-    ``weights``, ``loss`` and ``gradient``.
+    ``target`` (that voxel's ground truth). ``update()`` asks
+    :func:`calibtut.views.binning_example` for the bin shares, the loss and its gradient on a
+    small example, kept as ``weights``, ``loss`` and ``gradient``.
     """
 
     def __init__(
@@ -589,26 +470,13 @@ class BinningPlayground:
 
     def update(self) -> None:
         """Re-bin the value, re-evaluate loss and gradient, redraw."""
-        num_bins, soft = self.num_bins.value, self.binning.value == "soft"
-        probs = torch.tensor([*EXAMPLE_PROBS, self.value.value], dtype=torch.float64).view(1, 1, -1)
-        targets = torch.tensor([*EXAMPLE_TARGETS, self.target.value], dtype=torch.float64).view(
-            1, 1, -1
+        example = views.binning_example(
+            self.value.value, self.num_bins.value, self.binning.value, self.target.value
         )
-        value, value_target = probs[..., -1:], targets[..., -1:]
-        if soft:
-            self.weights = soft_binning(value, value_target, num_bins).count[0, 0]
-            loss_function = SoftL1ACELoss(num_bins=num_bins)
-        else:
-            self.weights = hard_binning(value, value_target, num_bins).count[0, 0]
-            loss_function = HardL1ACELoss(num_bins=num_bins)
-        probs.requires_grad_(True)
-        loss = loss_function(probs, targets)
-        (gradient,) = torch.autograd.grad(loss, probs)
-        self.loss, self.gradient = loss.item(), gradient[0, 0]
-        self.figure = plots.binning_figure(
-            self.value.value, self.weights, probs.detach()[0, 0], targets[0, 0], self.gradient,
-            self.loss, self.binning.value, highlight=len(EXAMPLE_PROBS),
-        )  # fmt: skip
+        if self.figure is not None:
+            plt.close(self.figure)
+        self.figure, self.weights = example.figure, example.weights
+        self.loss, self.gradient = example.loss, example.gradient
         shares = ", ".join(
             f"bin {k} ({w:.2f})" for k, w in enumerate(self.weights.tolist()) if w > 0
         )

@@ -63,6 +63,7 @@ data_dir = None  # not used here: the synthetic data is generated in memory
 device = None  # None: the GPU if there is one, else the CPU; or "cuda", "mps", "cpu"
 epochs = 4  # the tour trains this many epochs (the synthetic preset is 20)
 run_root = "runs"  # where runs and this notebook's results are written
+overwrite = False  # True: retrain runs made with other settings (e.g. after changing epochs)
 
 # %% [markdown]
 # ## The two-minute tour
@@ -71,19 +72,24 @@ run_root = "runs"  # where runs and this notebook's results are written
 # organ, a thin ring and a small lesion whose boundaries are deliberately ambiguous: once with
 # the usual Dice + cross-entropy loss (the *baseline*) and once with the soft mL1-ACE added
 # (*soft*). `resolve_settings` turns the parameters above into training settings and says what
-# they are; `train_losses` trains one run per loss, or reuses a finished one.
+# they are; `settings.train` trains one run per loss, or reuses a finished one.
 
 # %%
 from pathlib import Path
 
 from IPython.display import display
 
-from calibtut import course, plots
+from calibtut import course, report, views
 
 settings = course.resolve_settings(
-    "synthetic", smoke=smoke, device=device, epochs=epochs, run_root=Path(run_root) / "tour"
+    "synthetic",
+    smoke=smoke,
+    device=device,
+    epochs=epochs,
+    run_root=Path(run_root) / "tour",
+    overwrite=overwrite,
 )
-runs = course.train_losses(settings, data_dir, losses=("baseline", "soft"))
+runs = settings.train(data_dir, losses=("baseline", "soft"))
 
 # %% [markdown]
 # Each run is a folder, `runs/tour/synthetic/<loss>/seed_0/`, holding its configuration, its
@@ -92,7 +98,7 @@ runs = course.train_losses(settings, data_dir, losses=("baseline", "soft"))
 # the test images:
 
 # %%
-summary = course.headline(runs)
+summary = report.headline(runs)
 display(summary)
 
 # %% [markdown]
@@ -108,9 +114,8 @@ display(summary)
 # panel counts voxels per bin (log scale).
 
 # %%
-bins = {loss: run.bins()[0] for loss, run in runs.items()}
-class_names = runs["baseline"].bins()[2]
-plots.compare_reliability_diagrams(bins, class_names, image=0, title="test image 0")
+first = runs["baseline"].prediction_ids()[0]
+views.reliability_diagrams(runs, first)
 
 # %% [markdown]
 # Most voxels sit in the first and last bins (surely not, surely yes) and are right; the
@@ -120,8 +125,7 @@ plots.compare_reliability_diagrams(bins, class_names, image=0, title="test image
 # and the errors:
 
 # %%
-arrays = {loss: run.prediction(run.prediction_ids()[0]) for loss, run in runs.items()}
-plots.compare_image_overlays(arrays, runs["baseline"].config["class_names"])
+views.overlays(runs, first)
 
 # %% [markdown]
 # The confidence map is where a reader would look for "check here": dark bands should cover

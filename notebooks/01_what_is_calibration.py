@@ -56,7 +56,14 @@ from IPython.display import display
 
 from calibtut import course, plots
 from calibtut.binning import hard_binning
-from calibtut.metrics import calibration_error, calibration_errors, macro_average, micro_errors
+from calibtut.data import toy_segmentation
+from calibtut.metrics import (
+    calibration_error,
+    calibration_errors,
+    macro_average,
+    micro_errors,
+    reliability,
+)
 
 rng = np.random.default_rng(0)
 true_probability = rng.beta(2, 2, size=5000).astype(np.float32)
@@ -141,10 +148,11 @@ display(from_calibtut)
 # The numbers say *how much*; a **reliability diagram** says *where*. One panel per model: each
 # bar is a bin's accuracy $\bar y_m$, the dot is $(\bar p_m, \bar y_m)$, the hatched red band is
 # the gap to the diagonal, and the framed bin is the one that sets the MCE. The grey strip below
-# counts cases per bin.
+# counts cases per bin. (`calibtut.metrics.reliability` prepares what a diagram shows from the
+# bins, `calibtut.plots` draws it.)
 
 # %%
-plots.reliability_diagram(toy_bins, list(models))
+plots.reliability_diagram(reliability(toy_bins), list(models))
 
 # %% [markdown]
 # The calibrated model follows the diagonal up to noise (a bin of a few hundred cases has a
@@ -166,13 +174,15 @@ plots.reliability_diagram(toy_bins, list(models))
 # Our test subject is a hand-made prediction on one of calibtut's synthetic images. The "model"
 # knows the true shapes but the annotation, like a second annotator's, moves every boundary
 # by about a pixel; the model is sure of itself everywhere, so it is confidently wrong along
-# the boundaries, as trained networks are (`course.toy_segmentation` says exactly how it is
-# made).
+# the boundaries, as trained networks are (`calibtut.data.toy_segmentation` says exactly how it
+# is made).
 
 # %%
-toy = course.toy_segmentation(seed=1)
+toy = toy_segmentation(seed=1)
 segmentation_bins = hard_binning(toy.probs, toy.target, num_bins)
-plots.reliability_diagram(segmentation_bins, toy.class_names, title="one image, 64 x 64 voxels")
+plots.reliability_diagram(
+    reliability(segmentation_bins), toy.class_names, title="one image, 64 x 64 voxels"
+)
 
 # %% [markdown]
 # Look at the counts strips. For the *organ* channel, thousands of voxels sit in the first bin
@@ -205,7 +215,7 @@ display(segmentation_errors)
 # bins, then one error. Here are two images, a sharp (overconfident) prediction and a softer one:
 
 # %%
-second = course.toy_segmentation(seed=3, sharpness=2.5)
+second = toy_segmentation(seed=3, sharpness=2.5)
 two_images = hard_binning(
     torch.cat([toy.probs, second.probs]), torch.cat([toy.target, second.target]), num_bins
 )

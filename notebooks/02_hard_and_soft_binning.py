@@ -61,13 +61,14 @@ import torch
 from IPython.display import display
 from monai.losses import DiceCELoss
 
-from calibtut import course, plots
+from calibtut import course, plots, views
 from calibtut.binning import hard_bin_index, hard_binning, soft_binning
+from calibtut.data import toy_segmentation
 from calibtut.losses import HardL1ACELoss, SoftL1ACELoss
 from calibtut.metrics import calibration_errors
 from calibtut.widgets import BinningPlayground
 
-toy = course.toy_segmentation(seed=1)
+toy = toy_segmentation(seed=1)
 loss_value = HardL1ACELoss(num_bins=num_bins)(toy.probs, toy.target)
 metric_value = calibration_errors(hard_binning(toy.probs, toy.target, num_bins)).ace.mean()
 print(f"HardL1ACELoss = {loss_value:.6f}; mean ACE from calibtut.metrics = {metric_value:.6f}")
@@ -219,16 +220,19 @@ display(playground)
 
 # %% [markdown]
 # (If the sliders do not respond, the notebook is displayed without a running kernel; the two
-# figures below are what the playground shows for `p = 0.37`, soft and then hard.)
+# figures below are what the playground shows for `p = 0.37`, soft and then hard, drawn by
+# `calibtut.views.binning_example`, the function behind it, so the live playground above keeps
+# the settings you give it.)
 
 # %%
-soft_figure = playground.figure
-playground.binning.value = "hard"
-display(soft_figure, playground.figure)
+soft, hard = (views.binning_example(0.37, num_bins=5, binning=b) for b in ("soft", "hard"))
+display(soft.figure, hard.figure)
 playground_result = {
-    "soft_weights": soft_binning(torch.tensor([[[0.37]]]), torch.ones(1, 1, 1), 5).count[0, 0],
-    "hard_weights": playground.weights,
-    "hard_loss": playground.loss,
+    "soft_weights": soft.weights,
+    "hard_weights": hard.weights,
+    "hard_loss": hard.loss,
+    "soft_loss": soft.loss,
+    "widget_binning": playground.binning.value,
 }
 
 # %% [markdown]

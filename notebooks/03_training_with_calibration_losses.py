@@ -34,6 +34,7 @@ device = None  # None: the GPU if there is one, else the CPU; or "cuda", "mps", 
 epochs = None  # None: the synthetic preset's 20 epochs
 run_root = "runs"  # where the runs are written (notebook 08 explores them from here)
 seed = 0  # the runs' seed: weights, data order and augmentation
+overwrite = False  # True: retrain runs made with other settings (e.g. after changing epochs)
 
 # %% [markdown]
 # ## The data
@@ -50,13 +51,12 @@ seed = 0  # the runs' seed: weights, data order and augmentation
 # %%
 from IPython.display import Markdown, display
 
-from calibtut import course, plots
+from calibtut import course, report, views
 from calibtut.data import spec
-from calibtut.report import report_markdown, report_table
 
 synthetic = spec("synthetic")
 print(synthetic.description)
-display(course.class_table(synthetic))
+display(synthetic.class_table())
 
 # %% [markdown]
 # ## Training
@@ -67,9 +67,9 @@ display(course.class_table(synthetic))
 
 # %%
 settings = course.resolve_settings(
-    "synthetic", smoke=smoke, device=device, epochs=epochs, run_root=run_root
+    "synthetic", smoke=smoke, device=device, epochs=epochs, run_root=run_root, overwrite=overwrite
 )
-display(course.configuration_table(settings))
+display(settings.table())
 
 # %% [markdown]
 # Three runs, one per loss, each validated every 4 epochs (the weights with the best
@@ -78,7 +78,7 @@ display(course.configuration_table(settings))
 # `runs/synthetic/<loss>/seed_0/`; running the cell again reuses finished runs.
 
 # %%
-runs = course.train_losses(settings, data_dir, seed=seed)
+runs = settings.train(data_dir, seed=seed)
 
 # %% [markdown]
 # ## Learning curves
@@ -87,7 +87,7 @@ runs = course.train_losses(settings, data_dir, seed=seed)
 # comparable (the calibration runs add a term), but the validation Dice and ACE are:
 
 # %%
-plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+views.learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %% [markdown]
 # ## Results on the test images
@@ -100,8 +100,8 @@ plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 # runs/synthetic --out report/` writes the same table with figures from a terminal.)
 
 # %%
-table = report_table(list(runs.values()))
-display(Markdown(report_markdown(table)))
+table = report.report_table(list(runs.values()))
+display(Markdown(report.report_markdown(table)))
 
 # %% [markdown]
 # Read the macro rows first. In our reference run (20 epochs on a CPU, seed 0; a GPU or
@@ -121,7 +121,7 @@ display(Markdown(report_markdown(table)))
 # (ACE):
 
 # %%
-plots.plot_dice_vs_ace(runs)
+views.dice_vs_ace(runs)
 
 # %% [markdown]
 # ## Reliability, before and after
@@ -130,14 +130,8 @@ plots.plot_dice_vs_ace(runs)
 # ACE is the median of the test set, so a typical one rather than a best or worst case.
 
 # %%
-baseline_ace = runs["baseline"].per_image().groupby("image_id")["ace"].mean()
-typical = baseline_ace.sort_values().index[len(baseline_ace) // 2]
-bins = {loss: run.bins() for loss, run in runs.items()}
-class_names = bins["baseline"][2]
-image = bins["baseline"][1].index(typical)
-plots.compare_reliability_diagrams(
-    {loss: stats for loss, (stats, _, _) in bins.items()}, class_names, image=image, title=typical
-)
+typical = views.typical_image(runs["baseline"])
+views.reliability_diagrams(runs, typical)
 
 # %% [markdown]
 # Compare the middle bins, the boundary voxels, row by row: the gaps to the diagonal (and
@@ -150,9 +144,7 @@ plots.compare_reliability_diagrams(
 # interactively.
 
 # %%
-plots.compare_dataset_reliability_histograms(
-    {loss: stats for loss, (stats, _, _) in bins.items()}, class_names
-)
+views.dataset_histograms(runs)
 
 # %% [markdown]
 # Finally the images themselves for the first saved test image: prediction, confidence (the
@@ -160,16 +152,13 @@ plots.compare_dataset_reliability_histograms(
 # cover its errors.
 
 # %%
-first = runs["baseline"].prediction_ids()[0]
-plots.compare_image_overlays(
-    {loss: run.prediction(first) for loss, run in runs.items()}, synthetic.class_names
-)
+views.overlays(runs, runs["baseline"].prediction_ids()[0])
 
 # %% [markdown]
 # The numbers, for the record (and the tests):
 
 # %%
-summary = course.headline(runs)
+summary = report.headline(runs)
 display(summary)
 course.save_result(
     run_root,

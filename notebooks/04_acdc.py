@@ -43,6 +43,7 @@ epochs = None  # None: the paper's 600
 run_root = "runs"  # where runs and results are written
 paper_root = None  # the paper's published results: None downloads them; or a local copy
 patch_size = None  # None: the paper's 256 x 256 x 16; e.g. (160, 160, 16) for a smaller GPU
+overwrite = False  # True: retrain runs made with other settings (e.g. after changing epochs)
 
 # %% [markdown]
 # ## The data
@@ -56,9 +57,8 @@ patch_size = None  # None: the paper's 256 x 256 x 16; e.g. (160, 160, 16) for a
 # %%
 from IPython.display import Markdown, display
 
-from calibtut import course, plots
+from calibtut import course, paper, plots, report, views
 from calibtut.data import spec
-from calibtut.report import report_markdown, report_table
 
 acdc = spec("acdc")
 source = course.locate_dataset("acdc", data_dir)
@@ -71,7 +71,7 @@ source = course.locate_dataset("acdc", data_dir)
 # class, background included; as in the paper the background is trained on but not scored.
 
 # %%
-display(course.class_table(acdc))
+display(acdc.class_table())
 
 # %% [markdown]
 # ## Preprocessing and configuration
@@ -96,9 +96,15 @@ print(acdc.preprocessing)
 
 # %%
 settings = course.resolve_settings(
-    source, smoke=smoke, device=device, epochs=epochs, run_root=run_root, patch_size=patch_size
+    source,
+    smoke=smoke,
+    device=device,
+    epochs=epochs,
+    run_root=run_root,
+    patch_size=patch_size,
+    overwrite=overwrite,
 )
-display(course.configuration_table(settings))
+display(settings.table())
 
 # %% [markdown]
 # ## Training
@@ -117,7 +123,7 @@ display(course.configuration_table(settings))
 # precision and GPU-friendly data loading are on by default when a GPU is present.
 
 # %%
-runs = course.train_losses(settings, source.root)
+runs = settings.train(source.root)
 
 # %% [markdown]
 # ## Evaluation
@@ -128,10 +134,10 @@ runs = course.train_losses(settings, source.root)
 # the mean over classes, then over frames; Δ%: per-frame change against the baseline):
 
 # %%
-plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+views.learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %%
-display(Markdown(report_markdown(report_table(list(runs.values())))))
+display(Markdown(report.report_markdown(report.report_table(list(runs.values())))))
 
 # %% [markdown]
 # The dataset reliability histograms pool every test frame (notebook 08 explains them in
@@ -139,10 +145,10 @@ display(Markdown(report_markdown(report_table(list(runs.values())))))
 # at the slice with the most heart, under the three runs.
 
 # %%
-plots.compare_run_reliability_histograms(runs)
+views.dataset_histograms(runs)
 
 # %%
-plots.compare_run_overlays(runs)
+views.overlays(runs)
 
 # %% [markdown]
 # ## Beside the paper
@@ -155,9 +161,12 @@ plots.compare_run_overlays(runs)
 # real data beside them when there are any (notebook 09 does this for all four datasets).
 
 # %%
-comparison = course.paper_comparison(paper_root, run_root, "acdc")
+comparison = paper.compare_with_runs(paper_root, run_root, "acdc")
 if comparison is not None:
-    display(Markdown(comparison.markdown()), comparison.figure())
+    display(
+        Markdown(comparison.markdown()),
+        plots.plot_per_image_distributions(comparison.frame, metrics=("ace", "dice")),
+    )
 
 # %%
 course.save_result(run_root, "04_acdc", course.dataset_result(source, settings, runs, comparison))

@@ -38,6 +38,7 @@ epochs = None  # None: the paper's 600
 run_root = "runs"  # where runs and results are written
 paper_root = None  # the paper's published results: None downloads them; or a local copy
 patch_size = None  # None: the paper's 176 x 176 x 64; smaller for a GPU with less memory
+overwrite = False  # True: retrain runs made with other settings (e.g. after changing epochs)
 
 # %% [markdown]
 # ## The data
@@ -51,9 +52,8 @@ patch_size = None  # None: the paper's 176 x 176 x 64; smaller for a GPU with le
 # %%
 from IPython.display import Markdown, display
 
-from calibtut import course, plots
+from calibtut import course, paper, plots, report, views
 from calibtut.data import spec
-from calibtut.report import report_markdown, report_table
 
 amos = spec("amos")
 source = course.locate_dataset("amos", data_dir)
@@ -65,7 +65,7 @@ source = course.locate_dataset("amos", data_dir)
 # on but not scored.
 
 # %%
-display(course.class_table(amos))
+display(amos.class_table())
 
 # %% [markdown]
 # **Absent organs.** When an organ is missing from a scan's ground truth, its Dice is
@@ -92,9 +92,15 @@ print(amos.preprocessing)
 
 # %%
 settings = course.resolve_settings(
-    source, smoke=smoke, device=device, epochs=epochs, run_root=run_root, patch_size=patch_size
+    source,
+    smoke=smoke,
+    device=device,
+    epochs=epochs,
+    run_root=run_root,
+    patch_size=patch_size,
+    overwrite=overwrite,
 )
-display(course.configuration_table(settings))
+display(settings.table())
 
 # %% [markdown]
 # ## Training
@@ -110,7 +116,7 @@ display(course.configuration_table(settings))
 # Interrupted runs resume; finished ones are reused by the cell below.
 
 # %%
-runs = course.train_losses(settings, source.root)
+runs = settings.train(source.root)
 
 # %% [markdown]
 # ## Evaluation
@@ -120,20 +126,20 @@ runs = course.train_losses(settings, source.root)
 # which structures the calibration loss helps most:
 
 # %%
-plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+views.learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %%
-display(Markdown(report_markdown(report_table(list(runs.values())))))
+display(Markdown(report.report_markdown(report.report_table(list(runs.values())))))
 
 # %% [markdown]
 # Dataset reliability histograms of a few organs, large and small (notebook 08 explains them),
 # then one test scan under the three runs, at the slice with the most labelled voxels:
 
 # %%
-plots.compare_run_reliability_histograms(runs, classes=("liver", "pancreas", "left adrenal gland"))
+views.dataset_histograms(runs, classes=("liver", "pancreas", "left adrenal gland"))
 
 # %%
-plots.compare_run_overlays(runs)
+views.overlays(runs)
 
 # %% [markdown]
 # ## Beside the paper
@@ -146,9 +152,12 @@ plots.compare_run_overlays(runs)
 # per-scan distributions, from the authors' files, with your runs on real data when present:
 
 # %%
-comparison = course.paper_comparison(paper_root, run_root, "amos")
+comparison = paper.compare_with_runs(paper_root, run_root, "amos")
 if comparison is not None:
-    display(Markdown(comparison.markdown()), comparison.figure())
+    display(
+        Markdown(comparison.markdown()),
+        plots.plot_per_image_distributions(comparison.frame, metrics=("ace", "dice")),
+    )
 
 # %%
 course.save_result(run_root, "05_amos", course.dataset_result(source, settings, runs, comparison))

@@ -43,6 +43,7 @@ epochs = None  # None: the paper's 1250
 run_root = "runs"  # where runs and results are written
 paper_root = None  # the paper's published results: None downloads them; or a local copy
 patch_size = None  # None: the paper's 128 x 128 x 128; smaller for a GPU with less memory
+overwrite = False  # True: retrain runs made with other settings (e.g. after changing epochs)
 
 # %% [markdown]
 # ## The data
@@ -57,9 +58,8 @@ patch_size = None  # None: the paper's 128 x 128 x 128; smaller for a GPU with l
 # %%
 from IPython.display import Markdown, display
 
-from calibtut import course, plots
+from calibtut import course, paper, plots, report, views
 from calibtut.data import spec
-from calibtut.report import report_markdown, report_table
 
 kits = spec("kits")
 source = course.locate_dataset("kits", data_dir)
@@ -71,7 +71,7 @@ source = course.locate_dataset("kits", data_dir)
 # and all three are scored (there is no background channel):
 
 # %%
-display(course.class_table(kits))
+display(kits.class_table())
 
 # %% [markdown]
 # ## Preprocessing and configuration
@@ -91,9 +91,15 @@ print(kits.preprocessing)
 
 # %%
 settings = course.resolve_settings(
-    source, smoke=smoke, device=device, epochs=epochs, run_root=run_root, patch_size=patch_size
+    source,
+    smoke=smoke,
+    device=device,
+    epochs=epochs,
+    run_root=run_root,
+    patch_size=patch_size,
+    overwrite=overwrite,
 )
-display(course.configuration_table(settings))
+display(settings.table())
 
 # %% [markdown]
 # ## Training
@@ -107,7 +113,7 @@ display(course.configuration_table(settings))
 # and come back: interrupted runs resume, finished ones are reused by the cell below.
 
 # %%
-runs = course.train_losses(settings, source.root)
+runs = settings.train(source.root)
 
 # %% [markdown]
 # ## Evaluation
@@ -116,10 +122,10 @@ runs = course.train_losses(settings, source.root)
 # with 20 bins. Learning curves, then the comparison per region, macro and micro:
 
 # %%
-plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+views.learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %%
-display(Markdown(report_markdown(report_table(list(runs.values())))))
+display(Markdown(report.report_markdown(report.report_table(list(runs.values())))))
 
 # %% [markdown]
 # The dataset reliability histograms of the three regions. A tumour is a few centimetres
@@ -129,10 +135,10 @@ display(Markdown(report_markdown(report_table(list(runs.values())))))
 # (the `channel` argument picks the region):
 
 # %%
-plots.compare_run_reliability_histograms(runs)
+views.dataset_histograms(runs)
 
 # %%
-plots.compare_run_overlays(runs, channel="tumor")
+views.overlays(runs, channel="tumor")
 
 # %% [markdown]
 # ## Beside the paper
@@ -145,9 +151,12 @@ plots.compare_run_overlays(runs, channel="tumor")
 # notebook 01. From the authors' files, with your runs on real data when present:
 
 # %%
-comparison = course.paper_comparison(paper_root, run_root, "kits")
+comparison = paper.compare_with_runs(paper_root, run_root, "kits")
 if comparison is not None:
-    display(Markdown(comparison.markdown()), comparison.figure())
+    display(
+        Markdown(comparison.markdown()),
+        plots.plot_per_image_distributions(comparison.frame, metrics=("ace", "dice")),
+    )
 
 # %%
 course.save_result(run_root, "06_kits", course.dataset_result(source, settings, runs, comparison))

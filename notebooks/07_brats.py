@@ -42,6 +42,7 @@ epochs = None  # None: the paper's 1250
 run_root = "runs"  # where runs and results are written
 paper_root = None  # the paper's published results: None downloads them; or a local copy
 patch_size = None  # None: the paper's 224 x 224 x 144; smaller for a GPU with less memory
+overwrite = False  # True: retrain runs made with other settings (e.g. after changing epochs)
 
 # %% [markdown]
 # ## The data
@@ -55,9 +56,8 @@ patch_size = None  # None: the paper's 224 x 224 x 144; smaller for a GPU with l
 # %%
 from IPython.display import Markdown, display
 
-from calibtut import course, plots
+from calibtut import course, paper, plots, report, views
 from calibtut.data import spec
-from calibtut.report import report_markdown, report_table
 
 brats = spec("brats")
 source = course.locate_dataset("brats", data_dir)
@@ -70,7 +70,7 @@ source = course.locate_dataset("brats", data_dir)
 # (seed 12345) for validation. The regions:
 
 # %%
-display(course.class_table(brats))
+display(brats.class_table())
 print("input channels:", ", ".join(brats.channel_names))
 
 # %% [markdown]
@@ -93,9 +93,15 @@ print(brats.preprocessing)
 
 # %%
 settings = course.resolve_settings(
-    source, smoke=smoke, device=device, epochs=epochs, run_root=run_root, patch_size=patch_size
+    source,
+    smoke=smoke,
+    device=device,
+    epochs=epochs,
+    run_root=run_root,
+    patch_size=patch_size,
+    overwrite=overwrite,
 )
-display(course.configuration_table(settings))
+display(settings.table())
 
 # %% [markdown]
 # ## Training
@@ -109,7 +115,7 @@ display(course.configuration_table(settings))
 # and come back: interrupted runs resume, finished ones are reused by the cell below.
 
 # %%
-runs = course.train_losses(settings, source.root)
+runs = settings.train(source.root)
 
 # %% [markdown]
 # ## Evaluation
@@ -118,10 +124,10 @@ runs = course.train_losses(settings, source.root)
 # Learning curves, then the comparison per region, macro and micro:
 
 # %%
-plots.plot_learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
+views.learning_curves(runs, ("train_loss", "val_dice", "val_ace"))
 
 # %%
-display(Markdown(report_markdown(report_table(list(runs.values())))))
+display(Markdown(report.report_markdown(report.report_table(list(runs.values())))))
 
 # %% [markdown]
 # The dataset reliability histograms of the three regions, then one test case (its FLAIR
@@ -129,10 +135,10 @@ display(Markdown(report_markdown(report_table(list(runs.values())))))
 # region, whose boundary is the oedema's:
 
 # %%
-plots.compare_run_reliability_histograms(runs)
+views.dataset_histograms(runs)
 
 # %%
-plots.compare_run_overlays(runs, channel="whole tumour")
+views.overlays(runs, channel="whole tumour")
 
 # %% [markdown]
 # ## Beside the paper
@@ -144,9 +150,12 @@ plots.compare_run_overlays(runs, channel="whole tumour")
 # real data when present:
 
 # %%
-comparison = course.paper_comparison(paper_root, run_root, "brats")
+comparison = paper.compare_with_runs(paper_root, run_root, "brats")
 if comparison is not None:
-    display(Markdown(comparison.markdown()), comparison.figure())
+    display(
+        Markdown(comparison.markdown()),
+        plots.plot_per_image_distributions(comparison.frame, metrics=("ace", "dice")),
+    )
 
 # %%
 course.save_result(run_root, "07_brats", course.dataset_result(source, settings, runs, comparison))

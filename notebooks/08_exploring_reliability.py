@@ -50,12 +50,10 @@ runs_folder = None  # None: the synthetic runs of notebook 03; or a folder of ru
 # %%
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from calibtut import course
-from calibtut.metrics import dataset_reliability_histogram
+from calibtut import course, views
 from calibtut.runs import find_runs
 from calibtut.widgets import ALL_CLASSES, DatasetExplorer, ImageExplorer
 
@@ -65,9 +63,9 @@ if runs_folder is None:
         settings = course.resolve_settings(
             "synthetic", smoke=smoke, device=device, epochs=epochs, run_root=run_root
         )
-        course.train_losses(settings, data_dir)
+        settings.train(data_dir)
 found = find_runs(runs_folder)
-by_loss = {run.config["loss"]: run for run in found}
+by_loss = views.by_loss(found)
 print("\n".join(f"{run.name}: {run.path}" for run in found))
 
 # %% [markdown]
@@ -89,7 +87,7 @@ display(images)
 
 # %%
 ace_per_image = pd.DataFrame(
-    {loss: run.per_image().groupby("image_id")["ace"].mean() for loss, run in by_loss.items()}
+    {loss: run.results().image_means()["ace"] for loss, run in by_loss.items()}
 )
 change = (ace_per_image["soft"] - ace_per_image["baseline"]).abs()
 most_changed = change.idxmax()
@@ -151,25 +149,11 @@ display(dataset.figure, dataset.table)
 # **Direction.** An ACE of 0.15 may be overconfidence, underconfidence or both. Sorting each
 # histogram's counts by the rules above tells them apart: a count is *overconfident* when the
 # predicted probability is more extreme than the truth of its bin (further from 0.5 on the same
-# side, or on the wrong side), *underconfident* when it is less extreme.
+# side, or on the wrong side), *underconfident* when it is less extreme
+# (`calibtut.metrics.confidence_direction`).
 
 # %%
-direction = {}
-for loss, run in by_loss.items():
-    bins, _, class_names = run.bins()
-    histogram = dataset_reliability_histogram(bins).numpy()  # (class, truth bin, confidence bin)
-    truth_bin, confidence_bin = np.indices(histogram.shape[1:])
-    right = confidence_bin >= bins.num_bins // 2  # confidence of 0.5 or more
-    over = ((truth_bin < confidence_bin) & right) | ((truth_bin > confidence_bin) & ~right)
-    under = ((truth_bin > confidence_bin) & right) | ((truth_bin < confidence_bin) & ~right)
-    for c, name in enumerate(class_names):
-        total = histogram[c].sum()
-        direction[(loss, name)] = {
-            "overconfident": histogram[c][over].sum() / total,
-            "on the diagonal": histogram[c][truth_bin == confidence_bin].sum() / total,
-            "underconfident": histogram[c][under].sum() / total,
-        }
-direction = pd.DataFrame(direction).T.rename_axis(["run", "class"])
+direction = views.confidence_directions(by_loss)
 display(direction.round(3))
 
 # %% [markdown]

@@ -104,7 +104,7 @@ display(means.reindex(list(paper.PAPER_DATASETS), level="dataset").round(4))
 # dataset has a tail of difficult images with a low Dice, much the same under the three losses.
 
 # %%
-plots.plot_per_image_distributions(published, metrics=("macro_ace", "dice"))
+plots.plot_per_image_distributions(published, metrics=("ace", "dice"))
 
 # %% [markdown]
 # ## Your runs beside the paper
@@ -115,12 +115,12 @@ plots.plot_per_image_distributions(published, metrics=("macro_ace", "dice"))
 # where it published them (ACDC, AMOS and KiTS23; for BraTS see notebook 07).
 
 # %%
-combined = course.paper_and_runs_frame(paper_root, run_root, list(paper.PAPER_DATASETS))
+comparison = paper.compare_with_runs(paper_root, run_root, list(paper.PAPER_DATASETS))
 with_yours = None
-if "yours" in set(combined["source"]):
-    with_yours = paper.percentage_change_table(frame=combined)
+if comparison is not None and "yours" in set(comparison.frame["source"]):
+    with_yours = paper.percentage_change_table(frame=comparison.frame)
     display(Markdown(paper.percentage_change_markdown(with_yours)))
-    display(plots.plot_per_image_distributions(combined, metrics=("macro_ace", "dice")))
+    display(plots.plot_per_image_distributions(comparison.frame, metrics=("ace", "dice")))
 
 # %% [markdown]
 # Without runs of your own, train them in notebooks 04-07 (the data and a GPU needed) and run

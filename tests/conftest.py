@@ -13,3 +13,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_synthetic(monkeypatch):
+    """The synthetic dataset at 32 x 32 with 6 training, 2 validation and 3 test images, so that
+    a run trains in a second; returns its spec."""
+    from calibtut.data import catalog
+
+    real = catalog.spec
+    small = real("synthetic").replace(
+        image_size=(32, 32), patch_size=(32, 32), val_window=(32, 32), n_train=6, n_val=2, n_test=3
+    )
+    monkeypatch.setattr(catalog, "spec", lambda name: small if name == "synthetic" else real(name))
+    return small

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from monai.metrics import calibration_binning
+from reference import as_sums, direct_hard_bins, direct_soft_bins
 
-from calibtut import binning
+from calibtut import _binning_kernels as kernels
 from calibtut.binning import (
     BinStats,
     bin_centres,
@@ -21,65 +22,6 @@ from calibtut.binning import (
     hard_binning,
     soft_binning,
 )
-
-EPS32 = float(torch.finfo(torch.float32).eps)
-
-
-# --- Independent references: one image and class at a time, in float64 -------------------------
-
-
-def monai_edges(num_bins: int) -> np.ndarray:
-    """The convention's float32 edges (DESIGN.md), as numbers."""
-    return torch.linspace(0.0, 1.0 + EPS32, num_bins + 1).double().numpy()
-
-
-def direct_hard_bins(probs: torch.Tensor, target: torch.Tensor, num_bins: int):
-    """Per (image, class): a value v lands in the first bin i with v <= upper edge i (MONAI's
-    bucketize(right=False) on float32 values), clamped to the last bin; sums in float64."""
-    upper = monai_edges(num_bins)[1:]
-    p32 = probs.detach().float().double().flatten(2).numpy()
-    p = probs.detach().double().flatten(2).numpy()
-    t = target.detach().double().flatten(2).numpy()
-    B, C, _ = p.shape
-    out = np.zeros((3, B, C, num_bins))
-    for b in range(B):
-        for c in range(C):
-            bins = np.minimum(np.searchsorted(upper, p32[b, c], side="left"), num_bins - 1)
-            for v, label, k in zip(p[b, c], t[b, c], bins, strict=True):
-                out[:, b, c, k] += (v, label, 1.0)
-    return out  # pred_sum, target_sum, count
-
-
-def direct_soft_bins(probs: torch.Tensor, target: torch.Tensor, num_bins: int):
-    """Per voxel: shared linearly between its two nearest bin centres, wholly in an edge bin
-    beyond the outermost centres (DESIGN.md). The centres are the midpoints of the bins over
-    [0, 1 + eps32] in exact arithmetic (MONAI's float32 edges round them by up to 1e-7)."""
-    centres = (np.arange(num_bins) + 0.5) * (1 + EPS32) / num_bins
-    p = probs.detach().double().flatten(2).numpy()
-    t = target.detach().double().flatten(2).numpy()
-    B, C, N = p.shape
-    out = np.zeros((3, B, C, num_bins))
-    for b in range(B):
-        for c in range(C):
-            for i in range(N):
-                v, label = p[b, c, i], t[b, c, i]
-                if v <= centres[0] or num_bins == 1:
-                    shares = {0: 1.0}
-                elif v >= centres[-1]:
-                    shares = {num_bins - 1: 1.0}
-                else:
-                    k = int(np.searchsorted(centres, v, side="right")) - 1
-                    up = (v - centres[k]) / (centres[k + 1] - centres[k])
-                    shares = {k: 1.0 - up, k + 1: up}
-                for k, w in shares.items():
-                    out[:, b, c, k] += (w * v, w * label, w)
-    return out
-
-
-def as_array(bins: BinStats) -> np.ndarray:
-    return np.stack(
-        [t.detach().double().numpy() for t in (bins.pred_sum, bins.target_sum, bins.count)]
-    )
 
 
 def random_inputs(shape, seed=0, dtype=torch.float32):
@@ -215,7 +157,7 @@ def test_hard_binning_equals_direct_float64_loop(num_bins):
     edges = edge_values(num_bins)[:30].double()
     probs.view(-1)[: edges.numel()] = edges
     np.testing.assert_allclose(
-        as_array(hard_binning(probs, target, num_bins)),
+        as_sums(hard_binning(probs, target, num_bins)),
         direct_hard_bins(probs, target, num_bins),
         rtol=1e-12,
         atol=1e-12,
@@ -228,11 +170,9 @@ def test_soft_binning_equals_direct_per_voxel_loop(num_bins):
     special = torch.cat([bin_centres(num_bins).double(), torch.tensor([0.0, 1.0, 0.001, 0.999])])
     probs.view(-1)[: special.numel()] = special
     expected = direct_soft_bins(probs, target, num_bins)
+    np.testing.assert_allclose(as_sums(soft_binning(probs, target, num_bins)), expected, atol=1e-12)
     np.testing.assert_allclose(
-        as_array(soft_binning(probs, target, num_bins)), expected, atol=1e-12
-    )
-    np.testing.assert_allclose(
-        as_array(soft_binning(probs.float(), target, num_bins)), expected, atol=2e-5
+        as_sums(soft_binning(probs.float(), target, num_bins)), expected, atol=2e-5
     )
 
 
@@ -243,15 +183,15 @@ def test_chunked_walk_and_per_image_blocks_give_the_same_bins(monkeypatch, compl
     probs, target = random_inputs((3, 4, 7, 9), seed=3, dtype=torch.float64)
     expected_hard = direct_hard_bins(probs, target, 20)
     expected_soft = direct_soft_bins(probs, target, 20)
-    monkeypatch.setitem(binning._CHUNK_VALUES, "cpu", 50)
-    monkeypatch.setattr(binning, "_COMPLEX_PAIRS", complex_pairs)
+    monkeypatch.setitem(kernels._CHUNK_VALUES, "cpu", 50)
+    monkeypatch.setattr(kernels, "_COMPLEX_PAIRS", complex_pairs)
     for layout in (torch.contiguous_format, torch.channels_last):
         p, t = probs.contiguous(memory_format=layout), target.contiguous(memory_format=layout)
-        np.testing.assert_allclose(as_array(hard_binning(p, t, 20)), expected_hard, atol=1e-12)
-        np.testing.assert_allclose(as_array(soft_binning(p, t, 20)), expected_soft, atol=1e-12)
+        np.testing.assert_allclose(as_sums(hard_binning(p, t, 20)), expected_hard, atol=1e-12)
+        np.testing.assert_allclose(as_sums(soft_binning(p, t, 20)), expected_soft, atol=1e-12)
         p32, t32 = p.float(), t.float()
-        np.testing.assert_allclose(as_array(hard_binning(p32, t32, 20)), expected_hard, atol=1e-5)
-        np.testing.assert_allclose(as_array(soft_binning(p32, t32, 20)), expected_soft, atol=2e-5)
+        np.testing.assert_allclose(as_sums(hard_binning(p32, t32, 20)), expected_hard, atol=1e-5)
+        np.testing.assert_allclose(as_sums(soft_binning(p32, t32, 20)), expected_soft, atol=2e-5)
 
 
 def test_many_bins_use_a_wider_saved_index():
@@ -260,7 +200,7 @@ def test_many_bins_use_a_wider_saved_index():
         probs.requires_grad_(True)
         bins = hard_binning(probs, target, num_bins)
         np.testing.assert_allclose(
-            as_array(bins), direct_hard_bins(probs, target, num_bins), atol=1e-12
+            as_sums(bins), direct_hard_bins(probs, target, num_bins), atol=1e-12
         )
         weights = torch.randn(bins.pred_sum.shape, dtype=torch.float64)
         (grad,) = torch.autograd.grad((bins.pred_sum * weights).sum(), probs)
@@ -269,7 +209,7 @@ def test_many_bins_use_a_wider_saved_index():
         torch.testing.assert_close(grad, expected)
         soft = soft_binning(probs, target, num_bins)
         np.testing.assert_allclose(
-            as_array(soft), direct_soft_bins(probs, target, num_bins), atol=1e-6
+            as_sums(soft), direct_soft_bins(probs, target, num_bins), atol=1e-6
         )
 
 
@@ -352,7 +292,7 @@ def test_gradcheck_float64(num_bins):
 def test_gradients_through_chunks_and_layouts(monkeypatch):
     probs, target = random_inputs((2, 3, 5, 6), seed=6, dtype=torch.float64)
     probs = away_from_edges_and_centres(probs, 5)
-    monkeypatch.setitem(binning._CHUNK_VALUES, "cpu", 20)
+    monkeypatch.setitem(kernels._CHUNK_VALUES, "cpu", 20)
     for layout in (torch.contiguous_format, torch.channels_last):
         x = probs.contiguous(memory_format=layout).requires_grad_(True)
         t = target.contiguous(memory_format=layout)

@@ -52,7 +52,7 @@ ids = ["case_000", "case_001"]
 run = RunDir(run_path("runs", "synthetic", "hard", 0))
 run.write_config({"dataset": "synthetic", "loss": "hard", "seed": 0, "class_names": names,
                   "num_bins": 20, "activation": "softmax"})
-run.write_results(results.rows(ids, names), results.bins, ids, names)
+run.write_results(results, ids, names, [0, 1])
 for b, image_id in enumerate(ids):
     run.write_prediction(image_id, (labels[b] + 0.3 * torch.randn(labels[b].shape)).numpy(),
                          labels[b].numpy(), probs[b].argmax(0).numpy(), probs[b].amax(0).numpy())

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-import calibtut.train as T
 from calibtut.cli import main
 from calibtut.data import spec as real_spec
 from calibtut.data import write_phantom
@@ -40,13 +39,45 @@ def snapshot(folder) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_python_dash_m_help():
+@pytest.mark.parametrize(
+    "argv, shown",
+    [
+        (["--help"], ["demo", "train", "evaluate", "report", "phantom"]),
+        (["train", "--help"], ["baseline", "soft", "acdc", "brats"]),
+    ],
+)
+def test_help_loads_neither_torch_nor_monai(argv, shown):
+    probe = (
+        f"import sys, runpy; sys.argv = ['calibtut', *{argv!r}]\n"
+        "try:\n    runpy.run_module('calibtut', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('loaded:', sorted(m for m in ('torch', 'monai', 'pandas') if m in sys.modules))"
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "calibtut", "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    for command in ("demo", "train", "evaluate", "report", "phantom"):
-        assert command in done.stdout
+    for word in shown:  # commands, and the choices of losses and datasets without loading them
+        assert word in done.stdout
+    assert "loaded: []" in done.stdout
+
+
+def test_import_calibtut_is_lazy():
+    probe = (
+        "import sys, calibtut\n"
+        "assert calibtut.__version__\n"
+        "assert 'torch' not in sys.modules and 'monai' not in sys.modules\n"
+        "calibtut.BinStats\n"
+        "assert 'torch' in sys.modules and 'monai' not in sys.modules\n"
+        "from calibtut.train import TrainConfig\n"
+        "TrainConfig.for_dataset('synthetic')\n"
+        "assert 'monai' not in sys.modules\n"
+        "print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
 
 
 @pytest.mark.parametrize(
@@ -100,6 +131,7 @@ def test_data_dir_of_another_dataset_writes_nothing(phantoms, tmp_path, capsys):
     assert not runs.exists()
 
 
+@pytest.mark.slow
 def test_train_evaluate_report_on_a_phantom(phantoms, tmp_path, capsys):
     runs = tmp_path / "runs"
     argv = [
@@ -115,7 +147,7 @@ def test_train_evaluate_report_on_a_phantom(phantoms, tmp_path, capsys):
     run = RunDir(runs / "acdc" / "soft" / "seed_0")
     assert run.is_evaluated and "## acdc" in capsys.readouterr().out
     assert run.config["data_dir"] == str(phantoms["acdc"].resolve())
-    classes = set(run.per_image()["class_name"])
+    classes = set(run.results().per_image["class_name"])
     assert classes == {"right ventricle", "myocardium", "left ventricle"}
     before = snapshot(run.path)
 
@@ -128,7 +160,8 @@ def test_train_evaluate_report_on_a_phantom(phantoms, tmp_path, capsys):
 
     assert main(["evaluate", str(run.path)]) == 0  # the recorded data dir
     capsys.readouterr()
-    assert run.per_image().equals(RunDir(run.path).per_image())
+    assert run.results().per_image.equals(RunDir(run.path).results().per_image)
+    assert run.config["phantom"] is True
 
     assert main(["report", str(runs), "--out", str(tmp_path / "report")]) == 0
     assert "right ventricle" in capsys.readouterr().out
@@ -152,11 +185,8 @@ def test_phantom_command(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
-def test_demo_trains_three_losses_reports_and_reuses(tmp_path, capsys, monkeypatch):
-    small = real_spec("synthetic").replace(
-        image_size=(32, 32), patch_size=(32, 32), val_window=(32, 32), n_train=4, n_val=2, n_test=3
-    )
-    monkeypatch.setattr(T, "spec", lambda name: small if name == "synthetic" else real_spec(name))
+@pytest.mark.slow
+def test_demo_trains_three_losses_reports_and_reuses(tmp_path, capsys, small_synthetic):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--epochs", "1", "--jobs", "1", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out

@@ -3,7 +3,6 @@ Dice+CE, by gradcheck and by property."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,49 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from monai.networks import one_hot
+from reference import direct_l1_ace
 
 from calibtut.binning import BinStats, bin_edges
 from calibtut.losses import ACEDiceCELoss, HardL1ACELoss, SoftL1ACELoss, l1_ace
-
-EPS32 = float(torch.finfo(torch.float32).eps)
-
-
-# --- The direct reference: one image and class at a time, in float64 ---------------------------
-
-
-def direct_l1_ace(probs, target, num_bins=20, soft=False, empty_weight=0.01, ignore_empty=True):
-    """Per (image, class): bin the voxels (hard: MONAI's bucketize on float32 values; soft: linear
-    shares between the bin centres), then average |mean prediction - mean target| over the
-    occupied bins; 0 for a class absent from the image when ``ignore_empty``."""
-    upper = torch.linspace(0.0, 1.0 + EPS32, num_bins + 1).double().numpy()[1:]
-    centres = (np.arange(num_bins) + 0.5) * (1 + EPS32) / num_bins
-    p = probs.detach().double().flatten(2).numpy()
-    p32 = probs.detach().float().double().flatten(2).numpy()
-    t = target.detach().double().flatten(2).numpy()
-    B, C, N = p.shape
-    loss = np.zeros((B, C))
-    for b in range(B):
-        for c in range(C):
-            sums = np.zeros((3, num_bins))  # prediction, target, weight
-            for i in range(N):
-                if not soft:
-                    shares = {min(int(np.searchsorted(upper, p32[b, c, i])), num_bins - 1): 1.0}
-                elif p[b, c, i] <= centres[0] or num_bins == 1:
-                    shares = {0: 1.0}
-                elif p[b, c, i] >= centres[-1]:
-                    shares = {num_bins - 1: 1.0}
-                else:
-                    k = int(np.searchsorted(centres, p[b, c, i], side="right")) - 1
-                    up = (p[b, c, i] - centres[k]) / (centres[k + 1] - centres[k])
-                    shares = {k: 1 - up, k + 1: up}
-                for k, w in shares.items():
-                    sums[:, k] += (w * p[b, c, i], w * t[b, c, i], w)
-            occupied = (sums[2] > 0) & (sums[2] >= (empty_weight if soft else 0.0))
-            gaps = np.abs(sums[0, occupied] - sums[1, occupied]) / sums[2, occupied]
-            loss[b, c] = gaps.mean() if occupied.any() else 0.0
-            if ignore_empty and t[b, c].sum() == 0:
-                loss[b, c] = 0.0
-    return torch.from_numpy(loss)
 
 
 def random_inputs(shape, seed=0, dtype=torch.float32, classes_present=True):

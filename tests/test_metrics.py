@@ -10,58 +10,29 @@ import pytest
 import torch
 from monai.metrics import CalibrationErrorMetric, DiceMetric
 from monai.networks import one_hot
+from reference import direct_errors, direct_floor, direct_hard_bins, direct_histogram
 
 from calibtut.binning import BinStats, hard_binning
 from calibtut.metrics import (
     CumulativeCalibration,
+    ImageResults,
     calibration_error,
     calibration_errors,
+    confidence_direction,
+    dataset_reliability,
     dataset_reliability_histogram,
     dice,
     discretize,
+    draw_floor_labels,
     image_results,
     macro_average,
+    macro_errors,
     micro_errors,
+    noise_floor,
+    reliability,
 )
 
-EPS32 = float(torch.finfo(torch.float32).eps)
 REDUCTIONS = {"expected": "ece", "average": "ace", "maximum": "mce"}
-
-
-# --- The direct reference ------------------------------------------------------------------------
-
-
-def direct_bins(probs: torch.Tensor, target: torch.Tensor, num_bins: int) -> np.ndarray:
-    """(3, B, C, n) float64 sums of prediction, target and count; MONAI's bin for each float32 value."""
-    upper = torch.linspace(0.0, 1.0 + EPS32, num_bins + 1).double().numpy()[1:]
-    p32 = probs.float().double().flatten(2).numpy()
-    p, t = probs.double().flatten(2).numpy(), target.double().flatten(2).numpy()
-    B, C, _ = p.shape
-    out = np.zeros((3, B, C, num_bins))
-    for b in range(B):
-        for c in range(C):
-            bins = np.minimum(np.searchsorted(upper, p32[b, c]), num_bins - 1)
-            np.add.at(out[0, b, c], bins, p[b, c])
-            np.add.at(out[1, b, c], bins, t[b, c])
-            np.add.at(out[2, b, c], bins, 1.0)
-    return out
-
-
-def direct_errors(sums: np.ndarray) -> dict[str, np.ndarray]:
-    """ECE (count-weighted gap), ACE (mean gap over occupied bins), MCE (largest gap), per (b, c)."""
-    _, B, C, _ = sums.shape
-    out = {name: np.full((B, C), np.nan) for name in ("ece", "ace", "mce")}
-    for b in range(B):
-        for c in range(C):
-            pred, tgt, count = sums[:, b, c]
-            occupied = count > 0
-            if not occupied.any():
-                continue
-            gaps = np.abs(pred[occupied] - tgt[occupied]) / count[occupied]
-            out["ece"][b, c] = (gaps * count[occupied]).sum() / count.sum()
-            out["ace"][b, c] = gaps.mean()
-            out["mce"][b, c] = gaps.max()
-    return out
 
 
 def inputs(shape, seed=0, dtype=torch.float32):
@@ -151,7 +122,7 @@ def test_calibration_error_equals_monai(case, reduction):
 def test_calibration_errors_equal_direct_float64_loop(num_bins):
     probs, target = inputs((3, 4, 6, 5), seed=3, dtype=torch.float64)
     errors = calibration_errors(hard_binning(probs, target, num_bins))
-    expected = direct_errors(direct_bins(probs, target, num_bins))
+    expected = direct_errors(direct_hard_bins(probs, target, num_bins))
     for name in ("ece", "ace", "mce"):
         np.testing.assert_allclose(
             getattr(errors, name).numpy(), expected[name], rtol=1e-12, atol=1e-12
@@ -191,7 +162,7 @@ def test_macro_and_micro_errors():
     pooled_probs = probs.movedim(0, 1).reshape(1, 2, -1)
     pooled_target = target.movedim(0, 1).reshape(1, 2, -1)
     micro = micro_errors(bins)
-    direct = direct_errors(direct_bins(pooled_probs, pooled_target, 20))
+    direct = direct_errors(direct_hard_bins(pooled_probs, pooled_target, 20))
     for name in ("ece", "ace", "mce"):
         np.testing.assert_allclose(getattr(micro, name).numpy(), direct[name], rtol=1e-12)
 
@@ -223,27 +194,13 @@ def test_multilabel_discretisation_thresholds_each_channel():
 # --- Dataset reliability histogram -------------------------------------------------------------
 
 
-def direct_histogram(sums: np.ndarray) -> np.ndarray:
-    """For every image, class and occupied confidence bin k: one count at (bin of its mean GT, k)."""
-    upper = torch.linspace(0.0, 1.0 + EPS32, sums.shape[-1] + 1).double().numpy()[1:]
-    _, B, C, n = sums.shape
-    hist = np.zeros((C, n, n), dtype=np.int64)
-    for b in range(B):
-        for c in range(C):
-            for k in range(n):
-                if sums[2, b, c, k] > 0:
-                    mean_gt = np.float32(sums[1, b, c, k] / sums[2, b, c, k])
-                    hist[c, min(int(np.searchsorted(upper, mean_gt)), n - 1), k] += 1
-    return hist
-
-
 @pytest.mark.parametrize("num_bins", [2, 5, 20])
 def test_dataset_reliability_histogram_equals_direct_loop(num_bins):
     probs, target = inputs((4, 3, 6, 6), seed=6)
     bins = hard_binning(probs, target, num_bins)
     hist = dataset_reliability_histogram(bins)
     np.testing.assert_array_equal(
-        hist.numpy(), direct_histogram(direct_bins(probs, target, num_bins))
+        hist.numpy(), direct_histogram(direct_hard_bins(probs, target, num_bins))
     )
     assert hist.sum() == bins.occupied.sum()
     halves = dataset_reliability_histogram(
@@ -264,29 +221,6 @@ def test_hand_worked_histogram():
 # --- Per-image results and the cumulative metric -------------------------------------------------
 
 
-def test_image_results_rows():
-    probs, target = inputs((2, 3, 5, 5), seed=7)
-    target[1, 2] = 0
-    target[1, 0] = 1 - target[1, 1]
-    results = image_results(probs, target, num_bins=10)
-    rows = results.rows(["a", "b"], ["bg", "x", "y"])
-    assert [(r["image_id"], r["class_name"]) for r in rows][:4] == [
-        ("a", "bg"),
-        ("a", "x"),
-        ("a", "y"),
-        ("b", "bg"),
-    ]
-    row = rows[5]
-    assert row["empty"] is True and math.isnan(row["dice"])
-    assert row["ece"] == pytest.approx(calibration_error(probs, target, 10)[1, 2].item())
-    assert row["ace"] == pytest.approx(calibration_error(probs, target, 10, "average")[1, 2].item())
-    assert not rows[0]["empty"] and rows[0]["dice"] == pytest.approx(
-        dice(probs, target)[0, 0].item()
-    )
-    with pytest.raises(ValueError, match="Need 2 image ids and 3 class names"):
-        results.rows(["a"], ["bg", "x", "y"])
-
-
 @pytest.mark.parametrize("include_background", [True, False])
 def test_cumulative_calibration_equals_one_computation_on_all_batches(include_background):
     batches = [inputs((b, 3, 6, 5), seed=10 + b) for b in (2, 1, 3)]
@@ -298,7 +232,7 @@ def test_cumulative_calibration_equals_one_computation_on_all_batches(include_ba
     target = torch.cat([t for _, t in batches])
     if not include_background:
         probs, target = probs[:, 1:], target[:, 1:]
-    sums = direct_bins(probs, target, 10)
+    sums = direct_hard_bins(probs, target, 10)
     per_image = direct_errors(sums)
     pooled = direct_errors(sums.sum(1, keepdims=True))
     for name in ("ece", "ace", "mce"):
@@ -354,3 +288,134 @@ def test_image_results_without_background_keeps_argmax_over_all_channels():
     torch.testing.assert_close(fg.errors.ace, full.errors.ace[:, 1:])
     torch.testing.assert_close(fg.bins.count, full.bins.count[:, 1:])
     assert fg.empty.tolist() == [[True, False]]
+
+
+# --- Prepared figure data: reliability, dataset histograms, directions --------------------------
+
+
+def test_mce_bin_and_reliability_equal_the_direct_reference():
+    probs, target = inputs((3, 3, 9, 7), seed=11)
+    bins = hard_binning(probs, target, 10)
+    direct = direct_errors(direct_hard_bins(probs, target, 10))
+    prepared = reliability(bins)
+    np.testing.assert_array_equal(prepared.errors.mce_bin.numpy(), direct["mce_bin"])
+    for name in ("ece", "ace", "mce"):
+        np.testing.assert_allclose(getattr(prepared.errors, name).double(), direct[name], rtol=1e-5)
+    gap = prepared.gap.double().numpy()
+    k = prepared.errors.mce_bin.numpy()
+    chosen = np.take_along_axis(gap, k[..., None], -1)[..., 0]
+    np.testing.assert_allclose(chosen, direct["mce"], rtol=1e-5)  # the framed bin is the MCE's
+    assert np.isnan(gap[~prepared.occupied.numpy()]).all()
+
+
+def test_empty_class_has_no_mce_bin():
+    probs = torch.full((1, 1, 4), 0.5)
+    bins = BinStats(torch.zeros(1, 1, 5), torch.zeros(1, 1, 5), torch.zeros(1, 1, 5))
+    errors = calibration_errors(bins)
+    assert errors.mce_bin.item() == -1 and math.isnan(errors.mce.item())
+    assert calibration_errors(hard_binning(probs, torch.zeros_like(probs), 5)).mce_bin.item() == 2
+
+
+def test_macro_errors_average_images_per_class():
+    probs, target = inputs((4, 3, 6, 6), seed=12)
+    bins = hard_binning(probs, target, 20)
+    direct = direct_errors(direct_hard_bins(probs, target, 20))
+    macro = macro_errors(bins)
+    for name in ("ece", "ace", "mce"):
+        np.testing.assert_allclose(
+            getattr(macro, name).double(), np.nanmean(direct[name], 0), rtol=1e-5
+        )
+
+
+def test_dataset_reliability_pools_counts_and_averages_classes():
+    probs, target = inputs((4, 3, 6, 6), seed=13)
+    bins = hard_binning(probs, target, 10)
+    prepared = dataset_reliability(bins)
+    sums = direct_hard_bins(probs, target, 10)
+    np.testing.assert_array_equal(prepared.histogram.numpy(), direct_histogram(sums))
+    np.testing.assert_array_equal(prepared.pooled_count.numpy(), sums[2].sum(0))
+    np.testing.assert_allclose(prepared.average.numpy(), direct_histogram(sums).mean(0))
+    np.testing.assert_allclose(prepared.average_pooled_count.numpy(), sums[2].sum(0).mean(0))
+
+
+def test_confidence_direction_sorts_a_hand_made_histogram():
+    """4 bins: upper half is confidence bins 2, 3. Counts placed by hand."""
+    histogram = torch.zeros(2, 4, 4)
+    histogram[0, 0, 3] = 3  # said 0.9, truth 0.1: overconfident
+    histogram[0, 3, 0] = 1  # said 0.1, truth 0.9: overconfident (sure of absence)
+    histogram[0, 2, 2] = 4  # on the diagonal
+    histogram[0, 2, 3] = 2  # said 0.9, truth 0.6: overconfident
+    histogram[0, 1, 0] = 2  # said 0.1, truth 0.4: overconfident
+    histogram[0, 3, 2] = 3  # said 0.6, truth 0.9: underconfident
+    histogram[0, 0, 1] = 5  # said 0.4, truth 0.1: underconfident
+    direction = confidence_direction(histogram)
+    assert direction.overconfident[0].item() == pytest.approx(8 / 20)
+    assert direction.calibrated[0].item() == pytest.approx(4 / 20)
+    assert direction.underconfident[0].item() == pytest.approx(8 / 20)
+    assert math.isnan(direction.overconfident[1].item())  # no counts at all
+
+
+# --- The noise floor ---------------------------------------------------------------------------
+
+
+def test_noise_floor_equals_a_direct_monte_carlo():
+    probs, _ = inputs((2, 3, 8, 8), seed=14)
+    bins = hard_binning(probs, torch.zeros_like(probs), 20)
+    g = torch.Generator().manual_seed(3)
+    floor = noise_floor(bins, draw_floor_labels(probs, 20, draws=400, generator=g))
+    direct = direct_floor(probs, 20, draws=400, seed=5)
+    for name in ("ace", "mce"):
+        ours, theirs = getattr(floor, name).double().numpy(), direct[name]
+        se = np.hypot(getattr(floor, f"{name}_se").double().numpy(), direct[f"{name}_se"])
+        assert (np.abs(ours - theirs) < 4.5 * se).all(), (name, ours, theirs, se)
+        assert (ours > 0).all()
+
+
+def test_noise_floor_hand_worked_cases():
+    """One voxel at 0.3: E|y - 0.3| = 0.42. Two voxels at 0.5 in one bin: |S/2 - 0.5| is 0.5, 0,
+    0.5 with probabilities 1/4, 1/2, 1/4, so 0.25. Probabilities of exactly 0 and 1: no noise."""
+    g = torch.Generator().manual_seed(0)
+    cases = {
+        0.42: torch.tensor([[[0.3]]]),
+        0.25: torch.tensor([[[0.5, 0.5]]]),
+        0.0: torch.tensor([[[0.0, 1.0, 1.0]]]),
+    }
+    for expected, probs in cases.items():
+        bins = hard_binning(probs, torch.zeros_like(probs), 20)
+        floor = noise_floor(bins, draw_floor_labels(probs, 20, draws=20000, generator=g))
+        assert floor.ace.item() == pytest.approx(expected, abs=4 * floor.ace_se.item() + 1e-12)
+        assert floor.mce.item() >= floor.ace.item() - 1e-12
+
+
+def test_floor_draws_rebin_and_pool_like_the_bins():
+    probs, _ = inputs((3, 2, 6, 6), seed=15)
+    draws = draw_floor_labels(probs, 20, draws=5, generator=torch.Generator().manual_seed(0))
+    assert draws.target_sums.shape == (3, 2, 5, 20) and draws.num_draws == 5
+    counts = hard_binning(probs, torch.zeros_like(probs), 20).count
+    assert (draws.target_sums <= counts.unsqueeze(2)).all()  # a bin's draw never exceeds its voxels
+    torch.testing.assert_close(
+        draws.rebinned(4).target_sums, draws.target_sums.view(3, 2, 5, 4, 5).sum(-1)
+    )
+    torch.testing.assert_close(draws.pooled().target_sums, draws.target_sums.sum(0, keepdim=True))
+    with pytest.raises(ValueError, match="must divide the stored 20 bins"):
+        draws.rebinned(3)
+    with pytest.raises(ValueError, match="draws must be a positive integer"):
+        draw_floor_labels(probs, 20, draws=0)
+    bins = hard_binning(probs, torch.zeros_like(probs), 10)
+    with pytest.raises(ValueError, match="do not fit bins"):
+        noise_floor(bins, draws)
+
+
+def test_image_results_with_floor_and_their_concatenation():
+    probs, target = inputs((2, 3, 6, 6), seed=16)
+    g = torch.Generator().manual_seed(1)
+    whole = image_results(probs, target, 20, include_background=False, floor_draws=6, generator=g)
+    assert whole.floor.ace.shape == (2, 2) and whole.draws.target_sums.shape == (2, 2, 6, 20)
+    parts = [
+        image_results(probs[i : i + 1], target[i : i + 1], 20, floor_draws=3, generator=g)
+        for i in range(2)
+    ]
+    joined = ImageResults.cat(parts, device="cpu")
+    assert joined.bins.count.shape == (2, 3, 20) and joined.floor.mce.shape == (2, 3)
+    torch.testing.assert_close(joined.errors.ace, image_results(probs, target, 20).errors.ace)
+    assert ImageResults.cat([image_results(probs, target, 20)]).floor is None

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from calibtut import metrics, plots  # noqa: E402
 from calibtut.binning import BinStats, hard_binning  # noqa: E402
-from calibtut.runs import RunDir  # noqa: E402
+from calibtut.metrics import dataset_reliability, reliability  # noqa: E402
 
 CLASS_NAMES = ["background", "LV", "RV"]
 nan = float("nan")
@@ -58,7 +59,7 @@ def test_hand_worked_diagram_draws_only_occupied_bins_and_prints_their_errors():
     # ACE = (0.13 + 0.43) / 2, MCE = 0.43 in bin 11. All other bins are empty.
     probs = torch.tensor([0.12, 0.12, 0.12, 0.12, 0.57, 0.57]).view(1, 1, 6)
     target = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]).view(1, 1, 6)
-    fig = plots.reliability_diagram(hard_binning(probs, target, 20), ["tumour"])
+    fig = plots.reliability_diagram(reliability(hard_binning(probs, target, 20)), ["tumour"])
 
     (ax,) = main_axes(fig, "ground_truth")
     assert ax.get_title() == "tumour"
@@ -89,7 +90,7 @@ def test_hand_worked_diagram_draws_only_occupied_bins_and_prints_their_errors():
 
 def test_reliability_diagram_panels_match_metrics_for_the_chosen_image():
     bins = random_bins()
-    fig = plots.reliability_diagram(bins, CLASS_NAMES, image=1, title="case 1")
+    fig = plots.reliability_diagram(reliability(bins), CLASS_NAMES, image=1, title="case 1")
     panels = main_axes(fig, "ground_truth")
     assert [ax.get_title() for ax in panels] == CLASS_NAMES
     assert fig.get_suptitle() == "case 1"
@@ -109,23 +110,50 @@ def test_reliability_diagram_panels_match_metrics_for_the_chosen_image():
 
 
 def test_classes_selects_panels_and_bad_arguments_are_named():
-    bins = random_bins()
-    fig = plots.reliability_diagram(bins, CLASS_NAMES, classes=[2])
+    prepared = reliability(random_bins())
+    fig = plots.reliability_diagram(prepared, CLASS_NAMES, classes=[2])
     assert [ax.get_title() for ax in main_axes(fig, "ground_truth")] == ["RV"]
     with pytest.raises(ValueError, match="class_names"):
-        plots.reliability_diagram(bins, ["a", "b"])
+        plots.reliability_diagram(prepared, ["a", "b"])
     with pytest.raises(ValueError, match="image must be an index in \\[0, 2\\]"):
-        plots.reliability_diagram(bins, CLASS_NAMES, image=3)
+        plots.reliability_diagram(prepared, CLASS_NAMES, image=3)
     with pytest.raises(ValueError, match="classes"):
-        plots.reliability_diagram(bins, CLASS_NAMES, classes=[3])
-    with pytest.raises(TypeError, match="BinStats"):
-        plots.compare_reliability_diagrams({"a": bins, "b": "bins"}, CLASS_NAMES)
+        plots.reliability_diagram(prepared, CLASS_NAMES, classes=[3])
+    with pytest.raises(TypeError, match="must be a Reliability, got BinStats"):
+        plots.compare_reliability_diagrams({"a": prepared, "b": random_bins()}, CLASS_NAMES)
+    other = reliability(random_bins(num_bins=10))
     with pytest.raises(ValueError, match="same classes and number of bins"):
-        plots.compare_reliability_diagrams({"a": bins, "b": random_bins(num_bins=10)}, CLASS_NAMES)
+        plots.compare_reliability_diagrams({"a": prepared, "b": other}, CLASS_NAMES)
+
+
+def test_the_framed_bin_is_the_metrics_mce_bin_even_on_ties():
+    """Two bins with the same gap: the frame follows metrics' choice (the first), not a redo."""
+    probs = torch.tensor([0.12, 0.12, 0.57, 0.57]).view(1, 1, 4)
+    target = torch.tensor([0.0, 0.64, 0.0, 0.14]).view(1, 1, 4)  # both gaps 0.5 (well, equal)
+    prepared = reliability(hard_binning(probs, target, 20))
+    fig = plots.reliability_diagram(prepared, ["tumour"])
+    (ax,) = main_axes(fig, "ground_truth")
+    k = int(prepared.errors.mce_bin[0, 0])
+    assert artists(ax, "mce_bin")[0].get_x() == pytest.approx(k / 20, abs=1e-6)
+
+
+def test_floors_are_printed_beside_the_ace():
+    prepared = reliability(random_bins(n_images=2))
+    floors = torch.tensor([[0.011, 0.022, 0.033], [0.1, 0.2, 0.3]])
+    fig = plots.reliability_diagram(prepared, CLASS_NAMES, image=1, floor=floors)
+    texts = [artists(ax, "errors")[0].get_text() for ax in main_axes(fig, "ground_truth")]
+    assert [t.splitlines()[-1] for t in texts] == [
+        "(floor 0.1000)",
+        "(floor 0.2000)",
+        "(floor 0.3000)",
+    ]
 
 
 def test_compare_reliability_diagrams_rows_per_run_or_runs_side_by_side():
-    runs = {name: random_bins(seed=seed) for seed, name in enumerate(["baseline", "hard", "soft"])}
+    bins_of = {
+        name: random_bins(seed=seed) for seed, name in enumerate(["baseline", "hard", "soft"])
+    }
+    runs = {name: reliability(bins) for name, bins in bins_of.items()}
     fig = plots.compare_reliability_diagrams(runs, CLASS_NAMES, classes=[1, 2])
     panels = main_axes(fig, "ground_truth")
     assert [ax.get_title() for ax in panels] == [
@@ -135,7 +163,7 @@ def test_compare_reliability_diagrams_rows_per_run_or_runs_side_by_side():
     assert len(rows) == 3  # one row per run
     strips = [ax for ax in fig.axes if artists(ax, "counts")]
     assert len({ax.get_ylim() for ax in strips}) == 1  # one counts range for all strips
-    for (run, bins), ax in zip(runs.items(), panels[::2], strict=True):
+    for (run, bins), ax in zip(bins_of.items(), panels[::2], strict=True):
         ece = metrics.calibration_errors(bins.select(0)).ece[0, 1]
         assert printed(ax, "errors", "ECE") == pytest.approx(float(ece), abs=5e-5), run
 
@@ -151,7 +179,7 @@ def test_compare_reliability_diagrams_rows_per_run_or_runs_side_by_side():
 
 def test_dataset_histogram_heat_maps_equal_the_metrics_histogram():
     bins = random_bins(n_images=6)
-    fig = plots.dataset_reliability_histograms(bins, CLASS_NAMES, norm="log")
+    fig = plots.dataset_reliability_histograms(dataset_reliability(bins), CLASS_NAMES, norm="log")
     panels = main_axes(fig, "histogram")
     assert [ax.get_title() for ax in panels] == [*CLASS_NAMES, "average"]
     histogram = metrics.dataset_reliability_histogram(bins).numpy()
@@ -168,26 +196,32 @@ def test_dataset_histogram_heat_maps_equal_the_metrics_histogram():
     pooled = bins.pooled().count[0].numpy()
     for strip, counts in zip(strips, [*pooled, pooled.mean(0)], strict=True):
         np.testing.assert_allclose(artists(strip, "counts")[0].get_data().values, counts)
-    colour_bars = [ax for ax in fig.axes if ax.get_ylabel() == "images"]
-    assert len(colour_bars) == 1
+    colour_bars = [ax for ax in fig.axes if ax.get_ylabel().startswith("images")]
+    assert [ax.get_ylabel() for ax in colour_bars] == ["images (average panel: per class)"]
 
 
 def test_dataset_histogram_norms_classes_and_comparison():
     bins = random_bins(n_images=4)
+    prepared = dataset_reliability(bins)
     fig = plots.dataset_reliability_histograms(
-        bins, CLASS_NAMES, classes=[1], norm="power", gamma=0.3, include_average=False
+        prepared, CLASS_NAMES, classes=[1], norm="power", gamma=0.3, include_average=False
     )
     (ax,) = main_axes(fig, "histogram")
     norm = artists(ax, "histogram")[0].norm
     assert isinstance(norm, mcolors.PowerNorm) and norm.gamma == 0.3
     with pytest.raises(ValueError, match="norm must be one of"):
-        plots.dataset_reliability_histograms(bins, CLASS_NAMES, norm="sqrt")
+        plots.dataset_reliability_histograms(prepared, CLASS_NAMES, norm="sqrt")
     with pytest.raises(ValueError, match="gamma"):
-        plots.dataset_reliability_histograms(bins, CLASS_NAMES, norm="power", gamma=0)
+        plots.dataset_reliability_histograms(prepared, CLASS_NAMES, norm="power", gamma=0)
+    with pytest.raises(TypeError, match="must be a DatasetReliability, got BinStats"):
+        plots.dataset_reliability_histograms(bins, CLASS_NAMES)
 
     other = random_bins(n_images=4, seed=5)
     fig = plots.compare_dataset_reliability_histograms(
-        {"hard": bins, "soft": other}, CLASS_NAMES, classes=[1, 2], norm="linear"
+        {"hard": prepared, "soft": dataset_reliability(other)},
+        CLASS_NAMES,
+        classes=[1, 2],
+        norm="linear",
     )
     panels = main_axes(fig, "histogram")
     assert [ax.get_title() for ax in panels] == [
@@ -296,7 +330,7 @@ def test_sigmoid_overlay_draws_regions_and_the_chosen_channel():
 # --- figures about training ---
 
 
-def test_learning_curves_draw_each_runs_validated_epochs(tmp_path):
+def test_learning_curves_draw_each_runs_validated_epochs():
     histories = {
         "baseline": {
             "train_loss": [0.9, 0.7, 0.6, 0.5],
@@ -305,13 +339,11 @@ def test_learning_curves_draw_each_runs_validated_epochs(tmp_path):
         },
         "soft": {"train_loss": [1.0, 0.8, 0.75, 0.7], "val_dice": [nan, 0.3, nan, 0.5]},
     }
-    runs = {}
-    for loss, columns in histories.items():
-        runs[loss] = RunDir(tmp_path / loss)
-        runs[loss].write_history(
-            {"epoch": e + 1, **{k: v[e] for k, v in columns.items()}} for e in range(4)
-        )
-    fig = plots.plot_learning_curves(runs, ("train_loss", "val_dice"))
+    frames = {
+        loss: pd.DataFrame({"epoch": [1, 2, 3, 4], **columns})
+        for loss, columns in histories.items()
+    }
+    fig = plots.plot_learning_curves(frames, ("train_loss", "val_dice"))
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == ["train loss", "val dice"]
     for ax, metric in zip(axes, ("train_loss", "val_dice"), strict=True):
@@ -322,57 +354,101 @@ def test_learning_curves_draw_each_runs_validated_epochs(tmp_path):
             np.testing.assert_array_equal(line.get_xdata(), epochs)
             np.testing.assert_allclose(line.get_ydata(), values[epochs - 1])
             assert mcolors.to_rgba(line.get_color()) == mcolors.to_rgba(plots.LOSS_COLOURS[loss])
+        assert not artists(ax, "single_epoch")
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
         "Dice+CE", "+ soft mL1-ACE"
     ]  # fmt: skip
-    with pytest.raises(ValueError, match=r"soft.history\.csv has no column 'val_ace'"):
-        plots.plot_learning_curves(runs, ("val_dice", "val_ace"))
+    with pytest.raises(ValueError, match="history of 'soft' has no column 'val_ace'"):
+        plots.plot_learning_curves(frames, ("val_dice", "val_ace"))
     with pytest.raises(ValueError, match="non-empty sequence"):
-        plots.plot_learning_curves(runs, "val_dice")
+        plots.plot_learning_curves(frames, "val_dice")
 
 
-def write_evaluated_run(root, loss: str, ace: np.ndarray, dice: np.ndarray) -> RunDir:
-    """A run of two images and two foreground classes (output channels 1, 2) with chosen values;
-    NaN Dice marks a class absent from the image."""
-    run = RunDir(root / loss)
-    run.write_config({"dataset": "toy", "loss": loss, "seed": 0,
-                      "class_names": ["background", "A", "B"]})  # fmt: skip
-    rows = [
-        {"image_id": f"img{i}", "class_index": c + 1, "class_name": "AB"[c],
-         "dice": dice[i, c], "ece": ace[i, c] / 2, "ace": ace[i, c], "mce": 1.0,
-         "empty": bool(np.isnan(dice[i, c]))}
-        for i in range(2) for c in range(2)
-    ]  # fmt: skip
-    zeros = torch.zeros(2, 2, 20, dtype=torch.float64)
-    run.write_results(rows, BinStats(zeros, zeros, zeros), ["img0", "img1"], ["A", "B"])
-    return run
+def test_a_single_epoch_is_drawn_as_a_labelled_pipeline_check():
+    frames = {"baseline": pd.DataFrame({"epoch": [1], "train_loss": [0.42]})}
+    (ax,) = plots.plot_learning_curves(frames, ("train_loss",)).axes
+    assert artists(ax, "single_epoch")[0].get_text() == "one epoch: a pipeline check"
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1.0]
+    low, high = ax.get_ylim()
+    assert high - low > 0.1  # not a y axis zoomed onto one value
 
 
-def test_dice_vs_ace_plots_each_image_and_the_means(tmp_path):
-    ace = {
-        "baseline": np.array([[0.2, 0.4], [0.1, 0.3]]),
-        "hard": np.array([[0.1, 0.1], [0.3, 0.1]]),
+def test_dice_vs_ace_plots_each_image_and_the_means():
+    per_image = {
+        "baseline": pd.DataFrame({"ace": [0.3, 0.2], "dice": [0.7, 0.9]}),
+        "hard": pd.DataFrame({"ace": [0.1, 0.2], "dice": [0.6, 0.4]}),
     }
-    dice = {
-        "baseline": np.array([[0.8, 0.6], [0.9, nan]]),
-        "hard": np.array([[0.7, 0.5], [0.6, 0.2]]),
-    }
-    runs = {loss: write_evaluated_run(tmp_path, loss, ace[loss], dice[loss]) for loss in ace}
-    # by hand: ACE over both classes, Dice over the classes present in the image
-    expected = {"baseline": [(0.3, 0.7), (0.2, 0.9)], "hard": [(0.1, 0.6), (0.2, 0.4)]}
-    fig = plots.plot_dice_vs_ace(runs)
+    fig = plots.plot_dice_vs_ace(per_image)
     (ax,) = fig.axes
-    for loss, points in expected.items():
+    for loss, values in per_image.items():
+        points = values[["ace", "dice"]].to_numpy()
         (images,) = artists(ax, f"images:{loss}")
         np.testing.assert_allclose(images.get_offsets(), points)
         (mean,) = artists(ax, f"mean:{loss}")
-        np.testing.assert_allclose(mean.get_offsets(), [np.mean(points, axis=0)])
+        np.testing.assert_allclose(mean.get_offsets(), [points.mean(0)])
         np.testing.assert_allclose(
             images.get_facecolor()[0][:3], mcolors.to_rgb(plots.LOSS_COLOURS[loss])
         )
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "Dice+CE (mean)", "+ hard mL1-ACE (mean)"
     ]  # fmt: skip
+
+
+def test_paired_changes_draw_each_image_and_count_the_lowered_ones():
+    pairs = pd.DataFrame(
+        {
+            "loss": ["hard"] * 3 + ["soft"] * 3,
+            "metric": ["ace"] * 6,
+            "baseline": [0.2, 0.3, 0.4] * 2,
+            "value": [0.1, 0.35, 0.3, 0.1, 0.1, 0.1],
+        }
+    )
+    (ax,) = plots.plot_paired_changes(pairs, metrics=("ace", "dice")).axes
+    (hard,) = artists(ax, "pairs:hard")
+    np.testing.assert_allclose(hard.get_offsets(), [[0.2, 0.1], [0.3, 0.35], [0.4, 0.3]])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "+ hard mL1-ACE: 2/3 lower", "+ soft mL1-ACE: 3/3 lower"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="none of the metrics"):
+        plots.plot_paired_changes(pairs, metrics=("dice",))
+
+
+def test_per_image_distributions_box_each_source_and_loss():
+    frame = pd.DataFrame(
+        {
+            "source": ["paper"] * 4 + ["yours"] * 4,
+            "dataset": ["acdc"] * 8,
+            "loss": ["baseline", "baseline", "soft", "soft"] * 2,
+            "metric": ["ace"] * 8,
+            "value": [0.1, 0.2, 0.05, nan, 0.3, 0.4, 0.2, 0.1],
+        }
+    )
+    (ax,) = plots.plot_per_image_distributions(frame, metrics=("ace",)).axes
+    assert ax.get_title() == "acdc: ACE"
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["paper\nbaseline", "paper\nsoft", "yours\nbaseline", "yours\nsoft"]
+    with pytest.raises(ValueError, match="metrics"):
+        plots.plot_per_image_distributions(frame, metrics=("dice",))
+
+
+def test_figures_compose_into_given_figures_and_axes():
+    bins = random_bins(n_images=2)
+    fig = plots.new_figure(12, 5, layout=None)
+    left, right = fig.subfigures(1, 2)
+    assert plots.reliability_diagram(reliability(bins), CLASS_NAMES, classes=[1], fig=left) is fig
+    drawn = plots.dataset_reliability_histograms(
+        dataset_reliability(bins), CLASS_NAMES, classes=[1], fig=right
+    )
+    assert drawn is fig and len(main_axes(fig, "histogram")) == 2
+    assert len(main_axes(fig, "ground_truth")) == 1
+    ax = plots.new_figure(4, 3).subplots()
+    frames = {"soft": pd.DataFrame({"ace": [0.1], "dice": [0.5]})}
+    assert plots.plot_dice_vs_ace(frames, ax=ax) is ax.figure and artists(ax, "mean:soft")
+    single = plots.new_figure(3, 3).subplots()
+    plots.draw_reliability(reliability(bins), 0, 1, ax=single)
+    assert artists(single, "mce_bin") and artists(single, "errors")
+    with pytest.raises(TypeError, match="fig must be a matplotlib Figure"):
+        plots.reliability_diagram(reliability(bins), CLASS_NAMES, fig=ax)
 
 
 def test_gradient_maps_give_each_loss_its_own_symmetric_log_scale():
@@ -415,7 +491,7 @@ def test_binning_figure_shows_shares_and_loss():
 
 
 def test_save_figure_writes_png_and_pdf(tmp_path):
-    fig = plots.reliability_diagram(random_bins(n_images=1), CLASS_NAMES, classes=[1])
+    fig = plots.reliability_diagram(reliability(random_bins(n_images=1)), CLASS_NAMES, classes=[1])
     png, pdf = plots.save_figure(fig, tmp_path / "figures" / "diagram.png")
     assert (png.name, pdf.name) == ("diagram.png", "diagram.pdf")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
@@ -428,5 +504,6 @@ def test_save_figure_writes_png_and_pdf(tmp_path):
 
 def test_figures_stay_out_of_pyplot():
     before = plt.get_fignums()
-    fig = plots.dataset_reliability_histograms(random_bins(n_images=2), CLASS_NAMES, classes=[1])
+    histograms = dataset_reliability(random_bins(n_images=2))
+    fig = plots.dataset_reliability_histograms(histograms, CLASS_NAMES, classes=[1])
     assert isinstance(fig, Figure) and plt.get_fignums() == before

@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from fakes import evaluated_run
+from reference import as_sums, direct_errors
 from scipy.stats import wilcoxon
 
-from calibtut.binning import BinStats
-from calibtut.report import collect_runs, report_markdown, report_table, write_report
-from calibtut.runs import LOSSES, RunDir, run_path
+from calibtut.methods import LOSSES
+from calibtut.report import headline, report_markdown, report_table, write_report
+from calibtut.runs import RunDir
 
 IMAGES = [f"img{i}" for i in range(8)]
 CLASSES = ["organ", "ring"]  # scored classes 1 and 2; background (0) left out, as evaluation does
@@ -22,46 +23,28 @@ NUM_BINS = 20
 
 
 def make_run(root, loss: str, seed: int, images=IMAGES) -> RunDir:
-    """A run directory with random but valid per-image values and bins."""
+    """A run directory with random but valid per-image values, bins and noise floors."""
     rng = np.random.default_rng([LOSSES.index(loss), seed])
-    run = RunDir(run_path(root, "synthetic", loss, seed))
-    run.write_config(
-        {
-            "dataset": "synthetic",
-            "loss": loss,
-            "seed": seed,
-            "class_names": ["background", *CLASSES],
-            "num_bins": NUM_BINS,
-            "activation": "softmax",
-        }
-    )
-    rows = []
-    for image in images:
-        for c, name in enumerate(CLASSES, start=1):
-            empty = bool(name == "ring" and image in ("img2", "img5"))
-            rows.append(
-                {
-                    "image_id": image,
-                    "class_index": c,
-                    "class_name": name,
-                    "dice": math.nan if empty else rng.uniform(0.5, 0.95),
-                    "ece": rng.uniform(0.01, 0.2),
-                    "ace": rng.uniform(0.05, 0.4),
-                    "mce": rng.uniform(0.2, 0.9),
-                    "empty": empty,
-                }
-            )
-    count = torch.from_numpy(rng.integers(0, 6, (len(images), len(CLASSES), NUM_BINS))).double()
-    lower = torch.arange(NUM_BINS, dtype=torch.float64) / NUM_BINS
-    pred_sum = count * (lower + torch.from_numpy(rng.uniform(0, 1 / NUM_BINS, count.shape)))
-    target_sum = torch.floor(count * torch.from_numpy(rng.uniform(0, 1, count.shape)))
-    run.write_results(rows, BinStats(pred_sum, target_sum, count), list(images), CLASSES)
+    shape = (len(images), len(CLASSES))
+    empty = np.zeros(shape, dtype=bool)
+    for i, image in enumerate(images):
+        empty[i, 1] = image in ("img2", "img5")  # ring absent
+    values = {
+        "dice": np.where(empty, math.nan, rng.uniform(0.5, 0.95, shape)),
+        "ece": rng.uniform(0.01, 0.2, shape),
+        "ace": rng.uniform(0.05, 0.4, shape),
+        "mce": rng.uniform(0.2, 0.9, shape),
+    }
     label = np.zeros((8, 8), dtype=np.uint8)
     label[2:6, 2:6] = 1
-    run.write_prediction(
-        images[0], rng.normal(size=(8, 8)), label, label, rng.uniform(0.5, 1, (8, 8))
-    )
-    return run
+    prediction = {
+        "image": rng.normal(size=(8, 8)), "label": label, "prediction": label,
+        "confidence": rng.uniform(0.5, 1, (8, 8)),
+    }  # fmt: skip
+    return evaluated_run(
+        root, "synthetic", loss, seed, image_ids=list(images), classes=CLASSES, values=values,
+        empty=empty, num_bins=NUM_BINS, predictions={images[0]: prediction},
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +70,7 @@ def per_image_values(runs, loss, scope, metric) -> dict[tuple[int, str], float]:
     for run in runs:
         if run.config["loss"] != loss:
             continue
-        frame = run.per_image()
+        frame = run.results().per_image
         for image, group in frame.groupby("image_id"):
             if scope in CLASSES:
                 value = group.loc[group["class_name"] == scope, metric].item()
@@ -100,17 +83,27 @@ def per_image_values(runs, loss, scope, metric) -> dict[tuple[int, str], float]:
 
 
 def micro_value(run: RunDir, metric: str) -> float:
-    """Errors of the pooled bins, by hand, averaged over classes."""
-    bins, _, _ = run.bins()
-    count = bins.count.sum(0).numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.abs(bins.pred_sum.sum(0).numpy() - bins.target_sum.sum(0).numpy()) / count
-    values = []
-    for c in range(count.shape[0]):
-        occupied = count[c] > 0
-        g, n = gap[c][occupied], count[c][occupied]
-        values.append({"ece": (g * n).sum() / n.sum(), "ace": g.mean(), "mce": g.max()}[metric])
-    return float(np.mean(values))
+    """Errors of the pooled bins, by hand, averaged over classes; floors from the pooled draws."""
+    results = run.results()
+    pooled = as_sums(results.bins).sum(1, keepdims=True)
+    if metric.endswith("_floor"):
+        draws = results.draws.target_sums.double().numpy().sum(0)  # (C, K, bins)
+        per_draw = [
+            direct_errors(np.stack([pooled[0], draws[None, :, k], pooled[2]]))[metric[:3]]
+            for k in range(draws.shape[1])
+        ]
+        return float(np.mean(np.mean(per_draw, axis=0)))
+    return float(np.mean(direct_errors(pooled)[metric]))
+
+
+@pytest.mark.parametrize("scope", [*CLASSES, "macro"])
+@pytest.mark.parametrize("metric", ["ace_floor", "mce_floor"])
+def test_floors_are_reported_for_every_scope_without_a_comparison(runs, table, scope, metric):
+    for loss in LOSSES:
+        values = per_image_values(runs, loss, scope, metric)
+        row = cell(table, scope, metric, loss)
+        assert row["value"] == pytest.approx(np.mean(list(values.values())))
+        assert math.isnan(row["pct_change"]) and math.isnan(row["p_value"])
 
 
 @pytest.mark.parametrize("scope", [*CLASSES, "macro"])
@@ -135,13 +128,13 @@ def test_per_image_scopes_equal_a_direct_computation(runs, table, scope, metric)
         assert row["p_value"] == pytest.approx(wilcoxon(v, b).pvalue)
 
 
-@pytest.mark.parametrize("metric", ["ece", "ace", "mce"])
+@pytest.mark.parametrize("metric", ["ece", "ace", "mce", "ace_floor", "mce_floor"])
 def test_micro_scope_equals_pooled_bins_by_hand(runs, table, metric):
     by = {(r.config["loss"], r.config["seed"]): micro_value(r, metric) for r in runs}
     for loss in LOSSES:
         row = cell(table, "micro", metric, loss)
         assert row["value"] == pytest.approx(np.mean([by[(loss, s)] for s in SEEDS]))
-        if loss != "baseline":
+        if loss != "baseline" and not metric.endswith("_floor"):
             change = [
                 (by[(loss, s)] - by[("baseline", s)]) / by[("baseline", s)] * 100 for s in SEEDS
             ]
@@ -152,7 +145,9 @@ def test_micro_scope_equals_pooled_bins_by_hand(runs, table, metric):
 
 def test_table_order_and_markdown(table):
     assert list(dict.fromkeys(table["scope"])) == [*CLASSES, "macro", "micro"]
-    assert list(dict.fromkeys(table["metric"])) == ["dice", "ece", "ace", "mce"]
+    assert list(dict.fromkeys(table["metric"])) == [
+        "dice", "ece", "ace", "mce", "ace_floor", "mce_floor"
+    ]  # fmt: skip
     text = report_markdown(table)
     assert "## synthetic" in text and "### ACE" in text
     assert "| scope | baseline | hard | Δ% hard | soft | Δ% soft |" in text
@@ -161,7 +156,10 @@ def test_table_order_and_markdown(table):
     line = next(
         line for line in text.splitlines() if line.startswith("| organ |") and expected in line
     )
-    assert f"{cell(table, 'organ', 'ace', 'baseline')['value']:.4f}" in line
+    baseline = cell(table, "organ", "ace", "baseline")["value"]
+    floor = cell(table, "organ", "ace_floor", "baseline")["value"]
+    assert f"| organ | {baseline:.4f} [{floor:.3f}] |" in line  # the floor beside the ACE
+    assert "### ACE floor" not in text
 
 
 def test_write_report_files(runs, tmp_path):
@@ -175,7 +173,8 @@ def test_write_report_files(runs, tmp_path):
         table[["pct_change", "value"]].astype(float),
         check_exact=False,
     )
-    for name in ("reliability_histograms", "reliability_diagrams", "overlays"):
+    assert "mean ± std of those per-image ratios" in text and "noise floor" in text
+    for name in ("reliability_histograms", "reliability_diagrams", "paired_changes", "overlays"):
         assert (out / "figures" / f"synthetic_{name}.png").is_file()
         assert f"figures/synthetic_{name}.png" in text
 
@@ -187,16 +186,18 @@ def test_baseline_only_has_no_comparison(tmp_path):
     assert "Δ%" not in report_markdown(table)
 
 
+def test_headline_is_the_macro_scope(runs, table):
+    summary = headline(runs)
+    assert list(summary.index) == list(LOSSES)
+    assert list(summary.columns) == ["dice", "ece", "ace", "mce", "ace_floor", "mce_floor"]
+    for loss in LOSSES:
+        assert summary.loc[loss, "ace"] == pytest.approx(cell(table, "macro", "ace", loss)["value"])
+
+
 def test_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a run directory"):
-        collect_runs([tmp_path / "nowhere"])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no evaluated run directory"):
-        collect_runs([tmp_path / "empty"])
-    unevaluated = RunDir(tmp_path / "half")
-    unevaluated.write_config({"dataset": "synthetic", "loss": "hard", "seed": 0})
-    with pytest.raises(ValueError, match="has not been evaluated"):
-        collect_runs([unevaluated.path])
+        write_report([tmp_path / "nowhere"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
     lonely = [make_run(tmp_path / "x", "baseline", 0), make_run(tmp_path / "x", "soft", 1)]
     with pytest.raises(ValueError, match="no baseline run for the soft run"):
         report_table(lonely)

@@ -11,14 +11,24 @@ import pytest
 import torch
 from monai.data import list_data_collate
 from monai.networks import one_hot
+from reference import direct_floor
 
-import calibtut.train as T
 from calibtut.binning import hard_binning
 from calibtut.data import spec as real_spec
 from calibtut.data import write_phantom
 from calibtut.metrics import image_results
-from calibtut.runs import RunDir, find_runs
-from calibtut.train import TrainConfig, Training, evaluate, is_finished, load_checkpoint, train
+from calibtut.runs import RunDir, find_runs, load_checkpoint
+from calibtut.train import (
+    TrainConfig,
+    Training,
+    build,
+    build_network,
+    evaluate,
+    loop,
+    select_device,
+    train,
+    train_many,
+)
 
 PHANTOMS = ("acdc", "amos", "kits", "brats")
 # Small enough that a whole run (train, validate, evaluate) takes a second or two.
@@ -28,17 +38,6 @@ SMALL_SYNTHETIC = dict(
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def small_synthetic(monkeypatch):
-    """The synthetic dataset at 32 x 32 with 6/2/3 images: what `train` sees as "synthetic"."""
-
-    def small(name):
-        s = real_spec(name)
-        return s.replace(**SMALL_SYNTHETIC) if name == "synthetic" else s
-
-    monkeypatch.setattr(T, "spec", small)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,7 @@ def test_bad_configs(make, error, match):
 
 
 def test_select_device():
-    assert T.select_device("cpu") == torch.device("cpu")
+    assert select_device("cpu") == torch.device("cpu")
     expected = (
         "cuda"
         if torch.cuda.is_available()
@@ -113,10 +112,10 @@ def test_select_device():
         if torch.backends.mps.is_available()
         else "cpu"
     )
-    assert T.select_device().type == expected
+    assert select_device().type == expected
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            T.select_device("cuda")
+            select_device("cuda")
 
 
 # --- training steps -------------------------------------------------------------------------
@@ -129,6 +128,7 @@ def overfit(config: TrainConfig, data, batch, steps: int) -> list[float]:
 
 
 @pytest.mark.parametrize("loss", ["baseline", "hard", "soft"])
+@pytest.mark.slow
 def test_a_few_steps_decrease_the_loss_on_synthetic(loss):
     data = real_spec("synthetic").replace(**SMALL_SYNTHETIC)
     batch = list_data_collate([data.dataset(None, "train", cache=False)[i] for i in range(2)])
@@ -139,6 +139,7 @@ def test_a_few_steps_decrease_the_loss_on_synthetic(loss):
 
 
 @pytest.mark.parametrize("name", PHANTOMS)
+@pytest.mark.slow
 def test_a_few_steps_decrease_the_loss_on_each_phantom(phantoms, name):
     """The paper's SegResNetDS with deep supervision, on each dataset's real loading pipeline."""
     data = real_spec(name).replace(patch_size=(32, 32, 16))
@@ -147,7 +148,7 @@ def test_a_few_steps_decrease_the_loss_on_each_phantom(phantoms, name):
     config = TrainConfig.for_dataset(
         name, "hard", width=4, warmup_epochs=0, lr=1e-2, patch_size=(32, 32, 16)
     )
-    network = T.build_network(config, data).train()
+    network = build_network(config, data).train()
     outputs = network(batch["image"].as_tensor())
     assert isinstance(outputs, list) and len(outputs) == 4  # deep supervision heads
     assert outputs[0].shape[1] == data.out_channels
@@ -159,6 +160,7 @@ def test_a_few_steps_decrease_the_loss_on_each_phantom(phantoms, name):
 # --- whole runs -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run(small_synthetic, tmp_path):
     run = train(tiny("soft"), None, tmp_path, progress=False)
     assert run.path == tmp_path / "synthetic" / "soft" / "seed_0"
@@ -176,50 +178,55 @@ def test_train_writes_a_complete_run(small_synthetic, tmp_path):
     assert (
         history[["train_loss", "val_dice", "val_ace", "val_ace_lesion", "lr"]].notna().all().all()
     )
-    assert is_finished(run) and (run.path / "best.pt").is_file()
-    per_image = run.per_image()
+    assert run.is_finished and run.best_path.is_file()
+    results = run.results()
+    per_image = results.per_image
     assert len(per_image) == 3 * 3  # test images x scored classes (background left out)
     assert sorted(set(per_image["class_index"])) == [1, 2, 3]
     # class_index is the output channel: it names the row's class in config.json
     assert [config["class_names"][i] for i in per_image["class_index"]] == list(
         per_image["class_name"]
     )
-    bins, ids, names = run.bins()
-    assert bins.count.shape == (3, 3, 20) and names == ["organ", "ring", "lesion"]
-    assert run.class_indices() == [1, 2, 3]
+    assert results.bins.count.shape == (3, 3, 20)
+    assert results.class_names == ["organ", "ring", "lesion"] and results.class_indices == [1, 2, 3]
+    ids = results.image_ids
     assert ids == [f"synthetic_test_{i:04d}" for i in range(3)]
+    assert results.draws.target_sums.shape == (3, 3, 32, 20)
+    assert config["phantom"] is False
     assert run.prediction_ids() == ids[:2]
     assert [r.path for r in find_runs(tmp_path)] == [run.path]
 
 
+@pytest.mark.slow
 def test_max_steps_caps_training(small_synthetic, tmp_path):
     run = train(tiny(epochs=4, max_steps=4), None, tmp_path, progress=False)
     assert run.history()["step"].tolist() == [3, 4]  # the cap ends epoch 2 early, and training
-    assert is_finished(run)
+    assert run.is_finished
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(small_synthetic, tmp_path, monkeypatch):
     config = tiny("hard", epochs=3, val_every=2)
     whole = train(config, None, tmp_path / "whole", progress=False)
 
-    real_epoch = T._train_epoch
+    real_epoch = loop._train_epoch
 
     def killed_in_epoch_3(training, dataset, cfg, epoch, state, progress):
         if epoch == 3:
             raise KeyboardInterrupt
         return real_epoch(training, dataset, cfg, epoch, state, progress)
 
-    monkeypatch.setattr(T, "_train_epoch", killed_in_epoch_3)
+    monkeypatch.setattr(loop, "_train_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train(config, None, tmp_path / "resumed", progress=False)
     resumed = RunDir(tmp_path / "resumed" / "synthetic" / "hard" / "seed_0")
-    assert not resumed.is_evaluated and not is_finished(resumed)  # never looks complete
+    assert not resumed.is_evaluated and not resumed.is_finished  # never looks complete
     assert load_checkpoint(resumed.checkpoint_path)["epoch"] == 2
     assert find_runs(tmp_path / "resumed") == []
     with pytest.raises(ValueError, match="has not finished training"):
         evaluate(resumed, progress=False)
 
-    monkeypatch.setattr(T, "_train_epoch", real_epoch)
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
     train(config, None, tmp_path / "resumed", progress=False)
     times = ["epoch_time_s"]
     pd.testing.assert_frame_equal(
@@ -228,9 +235,10 @@ def test_resume_equals_uninterrupted(small_synthetic, tmp_path, monkeypatch):
     a, b = load_checkpoint(whole.checkpoint_path), load_checkpoint(resumed.checkpoint_path)
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    pd.testing.assert_frame_equal(whole.per_image(), resumed.per_image())
+    pd.testing.assert_frame_equal(whole.results().per_image, resumed.results().per_image)
 
 
+@pytest.mark.slow
 def test_finished_or_different_runs_are_not_overwritten(small_synthetic, tmp_path):
     run = train(tiny(), None, tmp_path, progress=False)
     before = files(run)
@@ -240,53 +248,56 @@ def test_finished_or_different_runs_are_not_overwritten(small_synthetic, tmp_pat
         train(tiny(lr=1e-4), None, tmp_path, progress=False)
     assert files(run) == before
     train(tiny(lr=1e-4), None, tmp_path, progress=False, overwrite=True)
-    assert run.config["lr"] == 1e-4 and is_finished(run)
+    assert run.config["lr"] == 1e-4 and run.is_finished
 
 
-def test_plan_run_and_train_or_reuse(small_synthetic, tmp_path, capsys):
+@pytest.mark.slow
+def test_train_many_reuses_resumes_or_refuses(small_synthetic, tmp_path, capsys):
     run = RunDir(tmp_path / "synthetic" / "baseline" / "seed_0")
-    assert T.plan_run(run, tiny()) == "train"
-    assert T.train_or_reuse(tiny(), None, tmp_path, progress=False).path == run.path
+    assert run.plan(tiny().to_dict()) == "train"
+    assert train_many([tiny()], None, tmp_path, progress=False) == [run]
     assert "synthetic/baseline/seed_0: training on cpu" in capsys.readouterr().out
-    assert T.plan_run(run, tiny()) == "reuse" and T.plan_run(run, tiny(), overwrite=True) == "train"
+    assert run.plan(tiny().to_dict()) == "reuse"
     before = files(run)
-    assert T.train_or_reuse(tiny(), None, tmp_path, progress=False).path == run.path
+    assert train_many([tiny()], None, tmp_path, progress=False) == [run]
     assert "reusing the finished run in" in capsys.readouterr().out and files(run) == before
 
-    # another config is refused, naming exactly the fields that differ, and nothing changes
+    # another config is refused, naming exactly the fields that differ, before anything trains
     with pytest.raises(FileExistsError) as refused:
-        T.train_or_reuse(tiny(lr=1e-4, epochs=3), None, tmp_path, progress=False)
+        train_many([tiny("soft"), tiny(lr=1e-4, epochs=3)], None, tmp_path, progress=False)
     message = str(refused.value)
     assert "different config (epochs: 2 in the run, 3 now; lr: 0.003 in the run, 0.0001 now)" in (
         message
     )
-    with pytest.raises(FileExistsError, match="different config"):
-        T.plan_run(run, tiny(seed=0, width=8))
-    assert files(run) == before
+    assert files(run) == before and not (tmp_path / "synthetic" / "soft").exists()
 
     # results lost after training (e.g. evaluation interrupted): resumed, i.e. only re-evaluated
-    results = run.per_image()
+    results = run.results().per_image
     run.per_image_path.unlink()
-    assert T.plan_run(run, tiny()) == "resume"
-    T.train_or_reuse(tiny(), None, tmp_path, progress=False)
+    assert run.plan(tiny().to_dict()) == "resume"
+    train_many([tiny()], None, tmp_path, progress=False)
     assert "resuming the interrupted run on cpu" in capsys.readouterr().out
     trained = ("checkpoint.pt", "best.pt", "history.csv", "config.json")
     assert {name: files(run)[name] for name in trained} == {name: before[name] for name in trained}
-    pd.testing.assert_frame_equal(run.per_image(), results)
+    pd.testing.assert_frame_equal(run.results().per_image, results)
 
-    T.train_or_reuse(tiny(lr=1e-4), None, tmp_path, overwrite=True, progress=False)
-    assert run.config["lr"] == 1e-4 and is_finished(run)
+    train_many([tiny(lr=1e-4)], None, tmp_path, overwrite=True, progress=False)
+    assert run.config["lr"] == 1e-4 and run.is_finished
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        train_many([tiny()], None, tmp_path, jobs=0)
 
 
+@pytest.mark.slow
 def test_evaluate_equals_metrics_recomputed_by_hand(small_synthetic, tmp_path):
     run = train(tiny("soft"), None, tmp_path, progress=False)
     config = TrainConfig.from_dict(run.config)
     data = config.dataset_spec()
-    network = T.build_network(config, data)
-    network.load_state_dict(load_checkpoint(run.path / "best.pt")["model"])
+    network = build_network(config, data)
+    network.load_state_dict(run.best()["model"])
     network.eval()
-    per_image = run.per_image().set_index(["image_id", "class_name"])
-    bins, ids, names = run.bins()
+    results = run.results()
+    per_image = results.per_image.set_index(["image_id", "class_name"])
+    bins, ids, names = results.bins, results.image_ids, results.class_names
     for b, case in enumerate(data.dataset(None, "test", cache=False)):
         image, label = case["image"].as_tensor()[None], case["label"].as_tensor()[None]
         with torch.no_grad():  # the image is one window: a plain forward pass is the inference
@@ -302,6 +313,16 @@ def test_evaluate_equals_metrics_recomputed_by_hand(small_synthetic, tmp_path):
             assert bool(row["empty"]) == ((label == c).sum().item() == 0)
         reference = hard_binning(probs[:, 1:], target[:, 1:], 20)
         assert torch.equal(bins.count[b], reference.count[0].double())
+        floor = direct_floor(probs[:, 1:], 20, draws=60, seed=b)  # an independent Monte Carlo
+        for c, name in enumerate(names):
+            saved = per_image.loc[(case["id"], name), "ace_floor"]
+            bound = 4 * np.hypot(floor["ace_se"][0, c], floor["ace_se"][0, c] * (60 / 32) ** 0.5)
+            assert abs(saved - floor["ace"][0, c]) < bound, (case["id"], name, saved, floor)
+        floor = direct_floor(probs[:, 1:], 20, draws=60, seed=b)  # an independent Monte Carlo
+        for c, name in enumerate(names):
+            saved = per_image.loc[(case["id"], name), "ace_floor"]
+            se = 0.5 * floor["ace"][0, c]  # 32 draws against 60: a loose but real bound
+            assert abs(saved - floor["ace"][0, c]) < max(se, 0.02), (case["id"], name)
         torch.testing.assert_close(
             bins.pred_sum[b], reference.pred_sum[0].double(), atol=1e-4, rtol=1e-5
         )
@@ -317,8 +338,9 @@ def test_evaluate_equals_metrics_recomputed_by_hand(small_synthetic, tmp_path):
             np.testing.assert_allclose(saved["confidence"], probs[0].amax(0).numpy(), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_nan_loss_is_a_clear_error(small_synthetic, tmp_path, monkeypatch):
-    real_build_loss = T.build_loss
+    real_build_loss = build.build_loss
 
     class NaNLoss(torch.nn.Module):
         def __init__(self, loss):
@@ -331,12 +353,13 @@ def test_nan_loss_is_a_clear_error(small_synthetic, tmp_path, monkeypatch):
     def nan_loss(config, data, validate=True):
         return NaNLoss(real_build_loss(config, data, validate))
 
-    monkeypatch.setattr(T, "build_loss", nan_loss)
+    monkeypatch.setattr(build, "build_loss", nan_loss)
     with pytest.raises(FloatingPointError, match="epoch 1, step 1"):
         train(tiny(), None, tmp_path, progress=False)
     assert find_runs(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(small_synthetic, tmp_path):
     run = train(tiny(), None, tmp_path, progress=False)
     run.checkpoint_path.write_bytes(b"not a checkpoint")
@@ -348,14 +371,16 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(small_synthetic
     assert files(run) == before
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_dataset_is_refused(small_synthetic, tmp_path):
     run = train(tiny(), None, tmp_path, progress=False)
-    state = load_checkpoint(run.path / "best.pt")
-    torch.save({**state, "dataset": "acdc"}, run.path / "best.pt")
+    state = load_checkpoint(run.best_path)
+    torch.save({**state, "dataset": "acdc"}, run.best_path)
     with pytest.raises(ValueError, match="belongs to dataset 'acdc'"):
         evaluate(run, progress=False)
 
 
+@pytest.mark.slow
 def test_bad_data_dirs_write_nothing(small_synthetic, tmp_path, phantoms):
     with pytest.raises(ValueError, match="generated in memory"):
         train(tiny(), tmp_path / "data", tmp_path / "runs", progress=False)

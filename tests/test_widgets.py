@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
 import sys
 import types
@@ -16,68 +15,21 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
+from fakes import model_run  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
+from reference import as_sums, direct_errors, direct_histogram  # noqa: E402
 
-import calibtut.train as T  # noqa: E402
-from calibtut import metrics, plots, widgets  # noqa: E402
-from calibtut.binning import BinStats  # noqa: E402
-from calibtut.data import spec  # noqa: E402
-from calibtut.runs import RunDir, run_path  # noqa: E402
+from calibtut import plots, views, widgets  # noqa: E402
+from calibtut.runs import RunDir  # noqa: E402
+from calibtut.train import TrainConfig, train  # noqa: E402
 
 CLASS_NAMES = ["background", "LV", "RV"]
-SHARPNESS = {"baseline": 6.0, "hard": 3.0, "soft": 2.0}  # logit scale of the fake model
 
 
 def write_run(
-    root: Path,
-    loss: str = "baseline",
-    seed: int = 0,
-    n_images: int = 3,
-    shape: tuple[int, ...] = (16, 16),
-    class_names: list[str] = CLASS_NAMES,
-    num_bins: int = 20,
-    predictions: bool = True,
-    score_background: bool = True,
+    root: Path, loss: str = "baseline", seed: int = 0, n_images: int = 3, **kwargs
 ) -> RunDir:
-    """An evaluated run: noisy softmax outputs on box phantoms -> metrics -> run directory.
-
-    ``score_background=False`` writes it as training writes a softmax run (the paper's
-    setting): results for classes 1.. only, ``class_index`` counting output channels, while
-    config.json and the saved label maps keep every channel.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    n_classes = len(class_names)
-    labels = torch.zeros((n_images, *shape), dtype=torch.long)
-    for b in range(n_images):
-        for c in range(1, n_classes):
-            corner = torch.randint(0, shape[0] // 2, (len(shape),), generator=generator)
-            box = tuple(slice(int(i), int(i) + s // 3) for i, s in zip(corner, shape, strict=True))
-            labels[(b, *box)] = c
-    target = torch.nn.functional.one_hot(labels, n_classes).movedim(-1, 1).float()
-    noise = 1.5 * torch.randn(target.shape, generator=generator)
-    probs = torch.softmax(SHARPNESS[loss] * target + noise, 1)
-    results = metrics.image_results(probs, target, num_bins=num_bins)
-    ids = [f"case_{b:03d}" for b in range(n_images)]
-    run = RunDir(run_path(root, "synthetic", loss, seed))
-    run.write_config(
-        {"dataset": "synthetic", "loss": loss, "seed": seed, "class_names": class_names,
-         "num_bins": num_bins, "activation": "softmax", "include_background": score_background}
-    )  # fmt: skip
-    rows, bins = results.rows(ids, class_names), results.bins
-    first = 0 if score_background else 1
-    rows = [row for row in rows if row["class_index"] >= first]
-    bins = BinStats(*(t[:, first:] for t in (bins.pred_sum, bins.target_sum, bins.count)))
-    scored = list(range(first, n_classes))
-    run.write_results(rows, bins, ids, class_names[first:], class_indices=scored)
-    if predictions:
-        for b, image_id in enumerate(ids):
-            image = labels[b].float() + 0.3 * torch.randn(shape, generator=generator)
-            run.write_prediction(
-                image_id, image.numpy(), labels[b].numpy(), probs[b].argmax(0).numpy(),
-                probs[b].amax(0).numpy(),
-            )  # fmt: skip
-    return run
+    return model_run(root, loss, seed, n_images=n_images, **kwargs)
 
 
 @pytest.fixture
@@ -106,12 +58,13 @@ def test_image_explorer_shows_the_chosen_image_and_class(three_runs):
     explorer = widgets.ImageExplorer(three_runs)
     assert explorer.labels == ["baseline", "hard", "soft"]
     assert explorer.class_index.value == 1  # opens on the first foreground class
-    tables = {run.config["loss"]: run.per_image() for run in three_runs}
+    tables = {run.config["loss"]: run.results().per_image for run in three_runs}
 
     def expected(image_id: str, class_index: int) -> pd.DataFrame:
         rows = [t[(t.image_id == image_id) & (t.class_index == class_index)].assign(run=loss)
                 for loss, t in tables.items()]  # fmt: skip
-        return pd.concat(rows).set_index(["run", "class_name"])[["ece", "ace", "mce", "dice"]]
+        columns = ["dice", "ece", "ace", "ace_floor", "mce", "mce_floor"]
+        return pd.concat(rows).set_index(["run", "class_name"])[columns]
 
     pd.testing.assert_frame_equal(explorer.metrics_table, expected("case_000", 1))
     hard = tables["hard"]
@@ -195,12 +148,13 @@ def test_image_explorer_on_runs_that_leave_the_background_unscored(tmp_path):
     assert explorer.class_index.options == (("all classes", widgets.ALL_CLASSES), ("LV", 0),
                                             ("RV", 1))  # fmt: skip
     assert explorer.class_index.value == 0 and explorer.channels == [1]
-    tables = {run.config["loss"]: run.per_image() for run in runs}
+    tables = {run.config["loss"]: run.results().per_image for run in runs}
 
     def expected(image_id: str, names: list[str]) -> pd.DataFrame:
         rows = [t[(t.image_id == image_id) & t.class_name.isin(names)].assign(run=loss)
                 for loss, t in tables.items()]  # fmt: skip
-        return pd.concat(rows).set_index(["run", "class_name"])[["ece", "ace", "mce", "dice"]]
+        columns = ["dice", "ece", "ace", "ace_floor", "mce", "mce_floor"]
+        return pd.concat(rows).set_index(["run", "class_name"])[columns]
 
     pd.testing.assert_frame_equal(explorer.metrics_table, expected("case_000", ["LV"]))
     for ax, (loss, table) in zip(panels(explorer.diagram_figure), tables.items(), strict=True):
@@ -229,16 +183,6 @@ def test_image_explorer_on_runs_that_leave_the_background_unscored(tmp_path):
 # --- dataset explorer ---
 
 
-def numpy_errors(pred_sum, target_sum, count) -> tuple[np.ndarray, ...]:
-    """Reference ECE/ACE/MCE over the last axis (bins) of summed statistics, in numpy."""
-    occupied = count > 0
-    safe = np.where(occupied, count, 1)
-    gap = np.where(occupied, np.abs(pred_sum / safe - target_sum / safe), 0)
-    ece = (gap * count).sum(-1) / count.sum(-1)
-    ace = gap.sum(-1) / occupied.sum(-1)
-    return ece, ace, gap.max(-1)
-
-
 def test_dataset_explorer_table_and_histograms_follow_the_bins(tmp_path, three_runs):
     explorer = widgets.DatasetExplorer(tmp_path)  # a folder of runs
     assert explorer.labels == ["baseline", "hard", "soft"]
@@ -246,23 +190,20 @@ def test_dataset_explorer_table_and_histograms_follow_the_bins(tmp_path, three_r
 
     def check(num_bins: int, classes: list[int]) -> None:
         for run in three_runs:
-            with np.load(run.bins_path) as saved:
-                sums = [saved[k].reshape(*saved[k].shape[:2], num_bins, -1).sum(-1)
-                        for k in ("pred_sum", "target_sum", "count")]  # fmt: skip
-            macro = numpy_errors(*sums)
-            micro = numpy_errors(*(s.sum(0) for s in sums))
-            dice = run.per_image().groupby("class_index").dice.mean()
+            saved = as_sums(run.results().bins)
+            sums = saved.reshape(*saved.shape[:3], num_bins, -1).sum(-1)
+            macro = direct_errors(sums)
+            micro = direct_errors(sums.sum(1, keepdims=True))
+            dice = run.results().per_image.groupby("class_index").dice.mean()
             table = explorer.table.loc[run.config["loss"]]
             assert list(table.index) == [CLASS_NAMES[c] for c in classes]
             for c in classes:
                 row = table.loc[CLASS_NAMES[c]]
-                for i, name in enumerate(("ece", "ace", "mce")):
-                    assert row[f"macro_{name}"] == pytest.approx(macro[i][:, c].mean(), rel=1e-6)
-                    assert row[f"micro_{name}"] == pytest.approx(micro[i][c], rel=1e-6)
+                for name in ("ece", "ace", "mce"):
+                    assert row[f"macro_{name}"] == pytest.approx(macro[name][:, c].mean(), rel=1e-6)
+                    assert row[f"micro_{name}"] == pytest.approx(micro[name][0, c], rel=1e-6)
                 assert row["dice"] == pytest.approx(dice[c])
-            histogram = metrics.dataset_reliability_histogram(
-                BinStats(*(torch.from_numpy(s) for s in sums))
-            ).numpy()
+            histogram = direct_histogram(sums)
             axes = [ax for ax in panels(explorer.figure, "histogram")
                     if ax.get_title().startswith(run.config["loss"] + " ·")]  # fmt: skip
             assert len(axes) == len(classes) + 1
@@ -272,7 +213,7 @@ def test_dataset_explorer_table_and_histograms_follow_the_bins(tmp_path, three_r
 
     check(20, [1])
     # per-image table macro errors at the saved bins equal the run's per_image.csv
-    per_image = three_runs[0].per_image()
+    per_image = three_runs[0].results().per_image
     assert explorer.table.loc[("baseline", "LV"), "macro_ece"] == pytest.approx(
         per_image[per_image.class_index == 1].ece.mean()
     )
@@ -291,7 +232,7 @@ def test_dataset_explorer_on_runs_that_leave_the_background_unscored(tmp_path):
     explorer = widgets.DatasetExplorer(runs)
     explorer.class_index.value = widgets.ALL_CLASSES
     for run in runs:
-        per_image = run.per_image()
+        per_image = run.results().per_image
         table = explorer.table.loc[run.config["loss"]]
         assert list(table.index) == ["LV", "RV"]
         by_name = per_image.groupby("class_name")
@@ -300,20 +241,12 @@ def test_dataset_explorer_on_runs_that_leave_the_background_unscored(tmp_path):
         np.testing.assert_allclose(table["macro_ace"], by_name.ace.mean()[["LV", "RV"]], rtol=1e-6)
 
 
-def test_a_run_that_train_wrote_can_be_explored(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_run_that_train_wrote_can_be_explored(tmp_path, small_synthetic, one_thread):
     """The whole contract: train's evaluation writes the run, the explorers read it."""
-    small = spec("synthetic").replace(
-        image_size=(32, 32), patch_size=(32, 32), val_window=(32, 32), n_train=2, n_val=1, n_test=2
-    )
-    monkeypatch.setattr(T, "spec", lambda name: small)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = T.TrainConfig.for_dataset("synthetic", "soft", epochs=1, width=4)
-        run = T.train(config, None, tmp_path, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    per_image = run.per_image()
+    config = TrainConfig.for_dataset("synthetic", "soft", epochs=1, width=4)
+    run = train(config, None, tmp_path, progress=False)
+    per_image = run.results().per_image
     images = widgets.ImageExplorer(run)
     assert images.overlay_figure is not None  # label values 0..3 are all named
     assert legend_texts(images.overlay_figure)[:3] == ["organ", "ring", "lesion"]
@@ -354,17 +287,17 @@ def test_explorers_name_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a run directory"):
         widgets.ImageExplorer(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="No evaluated run directory below"):
+    with pytest.raises(FileNotFoundError, match="no evaluated run directory under"):
         widgets.DatasetExplorer(tmp_path / "empty")
     bare = RunDir(tmp_path / "bare")
     bare.write_config({"dataset": "synthetic", "loss": "hard", "seed": 0})
-    with pytest.raises(FileNotFoundError, match="needs bins.npz and per_image.csv"):
+    with pytest.raises(ValueError, match="has not been evaluated"):
         widgets.ImageExplorer(bare)
     with pytest.raises(TypeError, match="RunDirs or paths"):
         widgets.ImageExplorer([3])
     a = write_run(tmp_path / "a", n_images=1)
     b = write_run(tmp_path / "b", "hard", n_images=1, class_names=["background", "liver", "RV"])
-    with pytest.raises(ValueError, match="same classes"):
+    with pytest.raises(ValueError, match="must score the same classes"):
         widgets.DatasetExplorer([a, b])
     c = write_run(tmp_path / "c", "soft", n_images=1, num_bins=10)
     with pytest.raises(ValueError, match="one saved number of bins"):
@@ -376,66 +309,28 @@ def test_explorers_name_bad_inputs(tmp_path):
         widgets.ImageExplorer([d, e])
 
 
-# --- the run directory's classes, which the explorers rely on ---
-
-
-def test_results_record_each_scored_class_output_channel(tmp_path):
-    run = write_run(tmp_path, n_images=2, score_background=False)
-    bins, ids, names = run.bins()
-    assert names == ["LV", "RV"] and run.class_indices() == [1, 2]
-    rows = run.per_image().to_dict("records")
-    before = {p: p.read_bytes() for p in (run.bins_path, run.per_image_path)}
-    with pytest.raises(ValueError, match=r"rows give classes the channels \{'LV': 1, 'RV': 2\}"):
-        run.write_results(rows, bins, ids, names, class_indices=[0, 1])
-    with pytest.raises(ValueError, match="its own output channel"):
-        run.write_results(rows, bins, ids, names, class_indices=[1, 1])
-    with pytest.raises(ValueError, match=r"not in class_names \['LV'\]"):
-        lv = BinStats(*(t[:, :1] for t in (bins.pred_sum, bins.target_sum, bins.count)))
-        run.write_results(rows, lv, ids, ["LV"])
-    assert {p: p.read_bytes() for p in before} == before  # refused before anything is written
-    run.write_results(rows, bins, ids, names)  # channels taken from the rows
-    assert run.class_indices() == [1, 2]
-    run.write_config({**run.config, "class_names": ["background", "RV", "LV"]})
-    with pytest.raises(ValueError, match="puts class 'LV' at output channel 1"):
-        run.class_indices()
-
-
-def test_runs_that_do_not_say_which_channel_is_which_are_named(tmp_path):
-    run = write_run(tmp_path / "a", n_images=1)
-    with np.load(run.bins_path) as saved:
-        arrays = {k: saved[k] for k in saved.files if k != "class_indices"}
-    np.savez_compressed(run.bins_path, **arrays)
-    with pytest.raises(ValueError, match="lacks array 'class_indices'.*evaluate the run again"):
-        widgets.DatasetExplorer(run)
-    unnamed = write_run(tmp_path / "b", n_images=1)
-    unnamed.write_config({k: v for k, v in unnamed.config.items() if k != "class_names"})
-    with pytest.raises(ValueError, match="config.json lacks class_names"):
-        widgets.ImageExplorer(unnamed)
-
-
 def test_explorers_open_on_one_run_per_loss(tmp_path):
     for loss, seed in (("baseline", 0), ("baseline", 1), ("hard", 0)):
         write_run(tmp_path, loss, seed, n_images=1)
     explorer = widgets.DatasetExplorer(tmp_path)
     assert explorer.labels == ["baseline/seed_0", "baseline/seed_1", "hard/seed_0"]
-    assert explorer.runs.value == (0, 2)
+    assert explorer.runs.value == (0, 2)  # the first run of each loss
     assert list(explorer.table.index.get_level_values("run")) == ["baseline/seed_0", "hard/seed_0"]
 
 
-def test_runs_are_loaded_once_and_reloaded_after_re_evaluation(tmp_path):
-    run = write_run(tmp_path, n_images=2)
-    first, second = widgets.DatasetExplorer(run), widgets.ImageExplorer(run)
-    assert first.data[0] is second.data[0]
-    rows = run.per_image().to_dict("records")
-    for row in rows:
-        row["ece"] = 0.5
-    bins, ids, names = run.bins()
-    run.write_results(rows, bins, ids, names)
-    stamp = run.per_image_path.stat().st_mtime_ns + 10**9  # a later time, whatever the clock
-    os.utime(run.per_image_path, ns=(stamp, stamp))
-    reloaded = widgets.ImageExplorer(run)
-    assert reloaded.data[0] is not first.data[0]
-    assert reloaded.metrics_table["ece"].tolist() == [0.5]
+def test_runs_that_do_not_name_their_channels_are_named(tmp_path):
+    unnamed = write_run(tmp_path, n_images=1)
+    unnamed.write_config({k: v for k, v in unnamed.config.items() if k != "class_names"})
+    with pytest.raises(ValueError, match="config.json lacks class_names"):
+        widgets.ImageExplorer(unnamed)
+
+
+def test_closed_explorers_release_their_images(three_runs):
+    explorer = widgets.DatasetExplorer(three_runs)
+    explorer.norm.value = "power"
+    assert explorer.figure is not None
+    explorer.close()
+    assert explorer.figure is None and explorer._figures._items == {}
 
 
 def test_explorers_display_as_their_widget_box(three_runs):
@@ -487,8 +382,8 @@ def test_binning_playground_shares_loss_and_gradient():
     playground = widgets.BinningPlayground(value=0.37, num_bins=5, binning="soft", target=1)
     np.testing.assert_allclose(playground.weights.numpy(), [0, 0.65, 0.35, 0, 0], atol=1e-6)
     assert "bin 1 (0.65), bin 2 (0.35)" in playground.summary.value
-    probs = np.array([*widgets.EXAMPLE_PROBS, 0.37])
-    targets = np.array([*widgets.EXAMPLE_TARGETS, 1.0])
+    probs = np.array([*views.EXAMPLE_PROBS, 0.37])
+    targets = np.array([*views.EXAMPLE_TARGETS, 1.0])
     assert playground.loss == pytest.approx(
         reference_l1_ace(probs, targets, 5, soft=True), abs=1e-6
     )

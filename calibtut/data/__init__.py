@@ -10,26 +10,39 @@ embedded synthetic default.
     kits.dataset("/data/kits23/dataset", "val")
 
 `write_phantom(name, root)` writes a small dataset in a real layout to try the loaders
-without the data; data/README.md says where to get each dataset.
+without the data; data/README.md says where to get each dataset. Names load on first use
+(PEP 562): ``from calibtut.data import DATASETS`` loads no MONAI.
 """
 
-from calibtut.data.catalog import DATASETS, spec
-from calibtut.data.errors import InvalidCaseError
-from calibtut.data.phantoms import write_phantom
-from calibtut.data.spec import SPLITS, DatasetSpec, HUWindow, NiftiDatasetSpec, ZScore
-from calibtut.data.synthetic import SyntheticImages, SyntheticSpec, generate
+from __future__ import annotations
 
-__all__ = [
-    "DATASETS",
-    "SPLITS",
-    "DatasetSpec",
-    "HUWindow",
-    "InvalidCaseError",
-    "NiftiDatasetSpec",
-    "SyntheticImages",
-    "SyntheticSpec",
-    "ZScore",
-    "generate",
-    "spec",
-    "write_phantom",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DATASETS": "catalog",
+    "spec": "catalog",
+    "InvalidCaseError": "errors",
+    "write_phantom": "phantoms",
+    "SPLITS": "dataset_spec",
+    "DatasetSpec": "dataset_spec",
+    "HUWindow": "dataset_spec",
+    "NiftiDatasetSpec": "dataset_spec",
+    "ZScore": "dataset_spec",
+    "SyntheticImages": "synthetic",
+    "SyntheticSpec": "synthetic",
+    "ToySegmentation": "synthetic",
+    "generate": "synthetic",
+    "toy_segmentation": "synthetic",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'calibtut.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"calibtut.data.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

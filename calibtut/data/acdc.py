@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from calibtut.data.dataset_spec import Case, NiftiDatasetSpec, ZScore
 from calibtut.data.errors import check_pairs
-from calibtut.data.spec import Case, NiftiDatasetSpec, ZScore
 from calibtut.data.volumes import diagonal_affine, render, save_nifti, smooth_noise, world_grid
 
 LAYOUT = """\

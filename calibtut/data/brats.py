@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtut.data.spec import Case, NiftiDatasetSpec, ZScore
+from calibtut.data.dataset_spec import Case, NiftiDatasetSpec, ZScore
 from calibtut.data.volumes import ellipsoid, render, save_nifti, smooth_noise, world_grid
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")

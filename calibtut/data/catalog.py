@@ -1,22 +1,35 @@
-"""The datasets calibtut knows, by name."""
+"""The datasets calibtut knows, by name (the names load nothing; a spec loads on first use)."""
 
 from __future__ import annotations
 
-from calibtut.data import acdc, amos, brats, kits, synthetic
-from calibtut.data.spec import DatasetSpec
+import importlib
+from typing import TYPE_CHECKING
 
-_SPECS: dict[str, DatasetSpec] = {
-    s.name: s
-    for s in (acdc.SPEC, amos.SPEC, kits.SPEC, brats.SPEC, synthetic.SPEC, synthetic.SPEC_3D)
+if TYPE_CHECKING:
+    from calibtut.data.dataset_spec import DatasetSpec
+
+# name -> (module of calibtut.data, attribute holding its spec)
+_SPECS = {
+    "acdc": ("acdc", "SPEC"),
+    "amos": ("amos", "SPEC"),
+    "kits": ("kits", "SPEC"),
+    "brats": ("brats", "SPEC"),
+    "synthetic": ("synthetic", "SPEC"),
+    "synthetic3d": ("synthetic", "SPEC_3D"),
 }
 DATASETS: tuple[str, ...] = tuple(_SPECS)
 
 
 def spec(name: str) -> DatasetSpec:
-    """The spec of dataset `name` (one of `DATASETS`)."""
+    """The spec of dataset ``name`` (one of :data:`DATASETS`).
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
     try:
-        return _SPECS[name]
-    except KeyError:
+        module, attribute = _SPECS[name]
+    except (KeyError, TypeError):
         raise ValueError(
             f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
         ) from None
+    return getattr(importlib.import_module(f"calibtut.data.{module}"), attribute)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtut.data.spec import Case, HUWindow, NiftiDatasetSpec
+from calibtut.data.dataset_spec import Case, HUWindow, NiftiDatasetSpec
 from calibtut.data.volumes import ellipsoid, render, save_nifti, smooth_noise, world_grid
 
 LAYOUT = """\

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from monai.networks import one_hot
 from monai.transforms import EnsureTyped, MapTransform
 from scipy import ndimage
 
-from calibtut.data.spec import KEYS, SPLITS, Case, DatasetSpec, Split, check_split
+from calibtut.data.dataset_spec import KEYS, SPLITS, Case, DatasetSpec, Split, check_split
 from calibtut.data.volumes import smooth_noise
 
 CLASS_NAMES = ("background", "organ", "ring", "lesion")
@@ -112,6 +114,35 @@ def generate(
     bias = 1 + 0.15 * smooth_noise(rng, image.shape, (0,) + (size / 4,) * d)
     image = image * bias + noise * rng.standard_normal(image.shape, dtype=np.float32)
     return SyntheticImages(image[:, None].astype(np.float32), labels, true_labels)
+
+
+@dataclass(frozen=True)
+class ToySegmentation:
+    """One synthetic image, an annotation and a hand-made prediction, as ``(1, C, H, W)`` tensors."""
+
+    image: torch.Tensor
+    probs: torch.Tensor
+    target: torch.Tensor
+    class_names: tuple[str, ...]
+
+
+def toy_segmentation(seed: int = 1, sharpness: float = 8.0, size: int = 64) -> ToySegmentation:
+    """A prediction that knows the true shapes but not where the annotator drew the boundaries.
+
+    Taught in notebooks/01_what_is_calibration and 02_hard_and_soft_binning.
+
+    The image comes from :func:`generate`, with its annotation (boundaries moved
+    by about a pixel, as a second annotator would). The "model" softmaxes ``sharpness`` times
+    the slightly blurred one-hot *true* shapes: sure of itself everywhere, hence confidently wrong
+    wherever the annotation strays from the truth, as trained networks are near boundaries.
+    ``sharpness`` near 1 is a timid model, 8 a typical overconfident one.
+    """
+    batch = generate(1, (size, size), seed)
+    truth = one_hot(torch.from_numpy(batch.true_labels), len(CLASS_NAMES)).numpy()
+    smooth = ndimage.gaussian_filter(truth, sigma=(0, 0, 1.0, 1.0))
+    probs = torch.softmax(torch.from_numpy(sharpness * smooth), dim=1).float()
+    target = one_hot(torch.from_numpy(batch.labels), len(CLASS_NAMES)).float()
+    return ToySegmentation(torch.from_numpy(batch.images), probs, target, CLASS_NAMES)
 
 
 def _rotations(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import torch
 from monai.data import CacheDataset, Dataset, partition_dataset
 from monai.transforms import (
@@ -163,6 +164,13 @@ class DatasetSpec(abc.ABC):
         return tuple(name for _, name in self.labels)
 
     @property
+    def scored_classes(self) -> tuple[tuple[int, str], ...]:
+        """``(output channel, name)`` of each class the metrics score: every channel, less the
+        softmax background unless `include_background` (the paper's convention)."""
+        start = 0 if self.include_background else 1
+        return tuple((i, name) for i, name in enumerate(self.class_names) if i >= start)
+
+    @property
     def out_channels(self) -> int:
         return len(self.class_names)
 
@@ -176,6 +184,23 @@ class DatasetSpec(abc.ABC):
         """The deterministic preprocessing, in words, for notebooks and run configs."""
         steps = [step for step in self._preprocessing_steps() if step]
         return "; ".join(steps)
+
+    def class_table(self) -> pd.DataFrame:
+        """What each output channel predicts, in the dataset's own label values, and whether
+        the metrics score it. Taught in notebooks/03 to 07."""
+        names = dict(self.labels)
+        rows = []
+        if self.regions:
+            for channel, (region, members) in enumerate(self.regions):
+                values = ", ".join(f"{v} {names[v]}" for v in members)
+                rows.append({"channel": channel, "predicts": region, "label values": values})
+        else:
+            for channel, (value, name) in enumerate(self.labels):
+                rows.append({"channel": channel, "predicts": name, "label values": str(value)})
+        table = pd.DataFrame(rows).set_index("channel")
+        scored = {channel for channel, _ in self.scored_classes}
+        table["scored"] = [channel in scored for channel in table.index]
+        return table
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable description (for run configs and notebook tables)."""

@@ -1,0 +1,185 @@
+"""The building blocks of a run: the device, the network, the loss and the optimiser state.
+
+The network is MONAI's: the paper's ``SegResNetDS`` with deep supervision for the real datasets,
+a small ``UNet`` for the synthetic default. The loss is :class:`calibtut.losses.ACEDiceCELoss`
+(no binning for the Dice+CE baseline, hard or soft mL1-ACE otherwise) inside MONAI's
+``DeepSupervisionLoss``. AdamW with a linear warm-up and a cosine decay (MONAI's
+``WarmupCosineSchedule``, stepped per optimiser step); mixed precision on CUDA (bf16 where
+supported, fp16 with a ``GradScaler`` elsewhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import monai
+import torch
+from monai.losses import DeepSupervisionLoss
+from monai.networks.nets import SegResNetDS, UNet
+from monai.optimizers import WarmupCosineSchedule
+
+from calibtut.data import DatasetSpec
+from calibtut.losses import ACEDiceCELoss
+from calibtut.train.config import TrainConfig
+
+__all__ = ["BINNING", "select_device", "build_network", "build_loss", "amp_dtype", "Training"]
+
+BINNING = {"baseline": None, "hard": "hard", "soft": "soft"}
+"""The mL1-ACE binning each loss adds to Dice+CE (None: the baseline)."""
+
+
+def select_device(name: str | torch.device | None = None) -> torch.device:
+    """``name`` if given, else CUDA when present, else Apple MPS, else the CPU.
+
+    Raises:
+        ValueError: the named device does not exist here.
+    """
+    if isinstance(name, torch.device):
+        return name
+    if name is not None:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r} requested but Apple MPS is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def build_network(config: TrainConfig, data: DatasetSpec) -> torch.nn.Module:
+    """The paper's SegResNetDS (blocks 1-2-2-4-4, 4 deep-supervision heads) or a small UNet."""
+    if config.network == "segresnetds":
+        return SegResNetDS(
+            spatial_dims=data.spatial_dims,
+            init_filters=config.width,
+            in_channels=data.in_channels,
+            out_channels=data.out_channels,
+            blocks_down=(1, 2, 2, 4, 4),
+            norm="INSTANCE",
+            dsdepth=4,
+        )
+    w = config.width
+    return UNet(
+        spatial_dims=data.spatial_dims,
+        in_channels=data.in_channels,
+        out_channels=data.out_channels,
+        channels=(w, 2 * w, 4 * w),
+        strides=(2, 2),
+        num_res_units=1,
+        norm="INSTANCE",
+    )
+
+
+def build_loss(
+    config: TrainConfig, data: DatasetSpec, validate: bool = True
+) -> DeepSupervisionLoss:
+    """Dice+CE (+ hard or soft mL1-ACE) with the paper's weights, for one or several outputs.
+
+    The loss sees every channel, background included (the paper's setting); ``validate=False``
+    drops the input checks that would synchronise a GPU every step.
+    """
+    softmax = data.activation == "softmax"
+    loss = ACEDiceCELoss(
+        binning=BINNING[config.loss],
+        ace_weight=config.ace_weight,
+        dice_weight=config.dice_weight,
+        ce_weight=config.ce_weight,
+        num_bins=config.num_bins,
+        include_background=True,
+        to_onehot_y=softmax,
+        softmax=softmax,
+        sigmoid=not softmax,
+        empty_weight=config.empty_weight,
+        validate=validate,
+    )
+    return DeepSupervisionLoss(loss, weight_mode="exp")
+
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16 (or fp16) on CUDA with ``config.amp``, else None (float32)."""
+    if not config.amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def plain_tensor(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A plain tensor on ``device``: MONAI's MetaTensor bookkeeping costs time in every op."""
+    if isinstance(x, monai.data.MetaTensor):
+        x = x.as_tensor()
+    return x.to(device, non_blocking=True)
+
+
+@dataclass
+class Training:
+    """The state one training step needs: network, loss, optimiser, schedule and AMP scaler."""
+
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+    @classmethod
+    def create(
+        cls, config: TrainConfig, data: DatasetSpec, device: torch.device, total_steps: int
+    ) -> Training:
+        """Fresh weights (from ``config.seed``) and an lr schedule over ``total_steps`` steps."""
+        torch.manual_seed(config.seed)
+        model = build_network(config, data).to(device)
+        loss_fn = build_loss(config, data, validate=device.type == "cpu").to(device)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        steps_per_epoch = max(1, total_steps // config.epochs)
+        scheduler = WarmupCosineSchedule(
+            optimizer,
+            warmup_steps=config.warmup_epochs * steps_per_epoch,
+            t_total=total_steps,
+            warmup_multiplier=0.5,
+        )
+        dtype = amp_dtype(config, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        return cls(model, loss_fn, optimizer, scheduler, scaler, device, dtype)
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on a batch; returns the loss (still on the device, detached)."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
+            outputs = self.model(images)
+        # The loss runs in float32 (bins need full-precision probabilities) and on float labels
+        # (deep supervision shrinks them with F.interpolate, which has no integer kernels).
+        loss = self.loss_fn(outputs, labels.float())
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,375 @@
+"""The training loop: one plain PyTorch loop that a student can read top to bottom, GPU-first.
+
+* no host-device synchronisation inside a step: the loss is summed on the device and checked
+  for NaN/inf only where it is logged, which raises an error naming the epoch and step;
+* validation every ``val_every`` epochs (and after the last) with sliding-window inference;
+  ``best.pt`` keeps the weights with the best validation Dice and ``checkpoint.pt`` the last
+  resumable state; after the last epoch the run is evaluated on its test split;
+* :func:`train_many` decides every run first (train, resume or reuse, through
+  :meth:`calibtut.runs.RunDir.plan`) and then trains what is left, side by side on a CPU.
+
+Every epoch starts from random states derived from ``(seed, epoch)`` alone, so a run resumed
+from its last checkpoint continues exactly as the uninterrupted run would have (on a CPU with
+the same number of threads, or with ``deterministic=True`` on a GPU).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import platform
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import monai
+import numpy as np
+import torch
+from monai.data import ThreadDataLoader
+from tqdm.auto import tqdm
+
+import calibtut
+from calibtut.data import DatasetSpec
+from calibtut.data.phantoms import MARKER as PHANTOM_MARKER
+from calibtut.methods import LOSSES
+from calibtut.runs import RunDir, run_path
+from calibtut.train.build import Training, plain_tensor, select_device
+from calibtut.train.config import TrainConfig
+from calibtut.train.evaluation import evaluate, validate
+
+__all__ = ["train", "train_many"]
+
+
+def train(
+    config: TrainConfig,
+    data_dir: str | Path | None = None,
+    run_root: str | Path = "runs",
+    *,
+    run_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunDir:
+    """Train ``config`` on ``data_dir`` into ``run_root/<dataset>/<loss>/seed_<n>`` and evaluate.
+
+    Args:
+        config: what to train.
+        data_dir: the dataset's folder (None for the synthetic data).
+        run_root: where run directories go (``run_dir`` names one directly).
+        device: None picks CUDA, then Apple MPS, then the CPU.
+        overwrite: replace a finished run, or one made with another config.
+        progress: tqdm progress bars and a line per validation.
+
+    Returns:
+        The trained and evaluated run.
+
+    Raises:
+        FileExistsError: the run is finished, or holds another config, and not ``overwrite``
+            (:func:`train_many` reuses a finished run instead).
+        ValueError, FileNotFoundError: bad data or configuration, before anything is written.
+        FloatingPointError: the loss became NaN or infinite.
+
+    Example:
+        >>> config = TrainConfig.for_dataset("synthetic", "soft", epochs=1, max_steps=2)
+        >>> run = train(config, run_root="/tmp/runs", progress=False)  # doctest: +SKIP
+    """
+    data = config.dataset_spec()
+    device = select_device(device)
+    run = RunDir(
+        run_dir
+        if run_dir is not None
+        else run_path(run_root, config.dataset, config.loss, config.seed)
+    )
+    plan = run.plan(config.to_dict(), overwrite)
+    if plan == "reuse":
+        raise FileExistsError(
+            f"{run.path} is a finished run; pass overwrite=True (--overwrite) to train it again"
+        )
+    train_ds = data.dataset(data_dir, "train")
+    val_ds = data.dataset(data_dir, "val")
+    if plan == "train":
+        run.clear()
+        run.write_config(_run_config(config, data, device, data_dir))
+
+    steps_per_epoch = math.ceil(len(train_ds) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    training = Training.create(config, data, device, total_steps)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not config.deterministic
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    state = {"epoch": 0, "step": 0, "best_dice": None, "history": [], "finished": False}
+    if plan == "resume":
+        saved = run.checkpoint()
+        if saved.get("dataset") != config.dataset or saved.get("config") != config.to_dict():
+            raise ValueError(
+                f"{run.checkpoint_path} was written by another run (dataset "
+                f"{saved.get('dataset')!r})"
+            )
+        training.load_state_dict(saved)
+        state = {k: saved[k] for k in state}
+    if not state["finished"]:
+        _train_epochs(training, run, config, data, train_ds, val_ds, state, total_steps, progress)
+    evaluate(run, data_dir, device=device, progress=progress)
+    return run
+
+
+def _train_epochs(
+    training: Training,
+    run: RunDir,
+    config: TrainConfig,
+    data: DatasetSpec,
+    train_ds: monai.data.Dataset,
+    val_ds: monai.data.Dataset,
+    state: dict[str, Any],
+    total_steps: int,
+    progress: bool,
+) -> None:
+    """Epochs from the one after ``state["epoch"]`` to the last, validating and checkpointing."""
+    first_epoch = state["epoch"] + 1
+    epochs = tqdm(
+        range(first_epoch, config.epochs + 1),
+        desc=run.name,
+        initial=first_epoch - 1,
+        total=config.epochs,
+        unit="epoch",
+        disable=not progress,
+    )
+    for epoch in epochs:
+        row = _train_epoch(training, train_ds, config, epoch, state, progress)
+        epochs.set_postfix(
+            loss=f"{row['train_loss']:.4f}", lr=f"{row['lr']:.2e}", s=f"{row['epoch_time_s']:.1f}"
+        )
+        last = epoch == config.epochs or state["step"] >= total_steps
+        if epoch % config.val_every == 0 or last:
+            scores = validate(
+                training.model, val_ds, data, config.num_bins, training.device, training.amp_dtype
+            )
+            row.update(scores)
+            dice = -math.inf if math.isnan(scores["val_dice"]) else scores["val_dice"]
+            if state["best_dice"] is None or dice > state["best_dice"]:
+                state["best_dice"] = dice
+                best = {"model": training.model.state_dict(), "dataset": config.dataset}
+                run.write_best({**best, "epoch": epoch})
+            if progress:
+                tqdm.write(_format_scores(epoch, row))
+        state["history"].append(row)
+        state["epoch"] = epoch
+        state["finished"] = last
+        run.write_checkpoint(
+            {
+                **training.state_dict(),
+                **state,
+                "dataset": config.dataset,
+                "config": config.to_dict(),
+            }
+        )
+        run.write_history(state["history"])
+        if last:
+            break
+    epochs.close()
+
+
+def _train_epoch(
+    training: Training,
+    dataset: monai.data.Dataset,
+    config: TrainConfig,
+    epoch: int,
+    state: dict[str, Any],
+    progress: bool,
+) -> dict[str, Any]:
+    """One pass over the training set; returns the epoch's history row."""
+    generator = _seed_everything(config.seed, epoch)
+    device = training.device
+    loader = ThreadDataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=config.num_workers,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+    )
+    log_every = 1 if device.type == "cpu" else 20
+    loss_sum = torch.zeros((), device=device)
+    steps = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress)
+    for batch in bar:
+        loss = training.step(
+            plain_tensor(batch["image"], device), plain_tensor(batch["label"], device)
+        )
+        loss_sum += loss
+        steps += 1
+        state["step"] += 1
+        if steps % log_every == 0:
+            mean = _finite_loss(loss_sum / steps, epoch, state["step"])
+            bar.set_postfix(loss=f"{mean:.4f}", lr=f"{training.lr:.2e}")
+        if config.max_steps is not None and state["step"] >= config.max_steps:
+            break
+    bar.close()
+    mean = _finite_loss(loss_sum / max(steps, 1), epoch, state["step"])
+    return {
+        "epoch": epoch,
+        "step": state["step"],
+        "train_loss": mean,
+        "lr": training.lr,
+        "epoch_time_s": time.perf_counter() - start,
+    }
+
+
+def _finite_loss(loss: torch.Tensor, epoch: int, step: int) -> float:
+    value = float(loss)  # the one host-device synchronisation, where the loss is logged
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"training loss became {value} by epoch {epoch}, step {step}: lower the learning "
+            "rate, check the data for NaN, or train without AMP (amp=False)"
+        )
+    return value
+
+
+def _format_scores(epoch: int, row: dict[str, Any]) -> str:
+    return (
+        f"epoch {epoch}: loss {row['train_loss']:.4f}, val Dice {row['val_dice']:.4f}, "
+        f"ECE {row['val_ece']:.4f}, ACE {row['val_ace']:.4f}, MCE {row['val_mce']:.4f}"
+    )
+
+
+def _seed_everything(*key: int) -> torch.Generator:
+    """Seed Python, NumPy and torch from ``key`` (e.g. seed, epoch); return a torch generator."""
+    state = np.random.SeedSequence(list(key)).generate_state(2)
+    value = int(state[0]) << 32 | int(state[1])
+    random.seed(value)
+    np.random.seed(int(state[0]))
+    torch.manual_seed(value)
+    return torch.Generator().manual_seed(value)
+
+
+def _run_config(
+    config: TrainConfig, data: DatasetSpec, device: torch.device, data_dir: Any
+) -> dict[str, Any]:
+    """config.json: the training config plus what is needed to read and reproduce the run."""
+    from calibtut.train.build import amp_dtype
+
+    return {
+        **config.to_dict(),
+        "class_names": list(data.class_names),
+        "scored_classes": [name for _, name in data.scored_classes],
+        "activation": data.activation,
+        "include_background": data.include_background,
+        "in_channels": data.in_channels,
+        "spatial_dims": data.spatial_dims,
+        "spec_patch_size": list(data.patch_size),
+        "spec_val_window": list(data.val_window),
+        "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+        # a phantom's numbers are a pipeline check: reports and the paper comparison say so
+        "phantom": data_dir is not None and (Path(data_dir) / PHANTOM_MARKER).is_file(),
+        "seeding": (
+            f"torch.manual_seed({config.seed}) before the weights; Python, NumPy and torch "
+            f"(and the data order and augmentation) from SeedSequence([{config.seed}, epoch]) "
+            "at the start of every epoch"
+        ),
+        "device": str(device),
+        "amp_dtype": str(amp_dtype(config, device)),
+        "versions": {
+            "calibtut": calibtut.__version__,
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+# --- several runs ---------------------------------------------------------------------------
+
+
+def train_many(
+    configs: Sequence[TrainConfig],
+    data_dir: str | Path | None = None,
+    run_root: str | Path = "runs",
+    *,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+    jobs: int | None = 1,
+    progress: bool = True,
+) -> list[RunDir]:
+    """Train (or reuse) several runs: the one train/resume/reuse decision of calibtut.
+
+    Every run is decided before any trains, so a run of another config under ``run_root`` is
+    refused before hours are spent on the others. A finished run of the same config is reused,
+    an interrupted one resumes, the rest train; each decision is printed.
+
+    Args:
+        configs: the runs, e.g. one per loss.
+        data_dir: the dataset's folder (None for the synthetic data).
+        run_root: where the run directories go.
+        device: None picks CUDA, then Apple MPS, then the CPU.
+        overwrite: retrain finished runs and replace runs of another config.
+        jobs: runs trained at once on a CPU, each in its own process with an equal share of the
+            cores (small networks use one core far better than several); None: one per core.
+            On a GPU runs train one after the other.
+        progress: progress bars (only when runs train one at a time).
+
+    Returns:
+        The evaluated runs, in the order of ``configs``.
+
+    Raises:
+        FileExistsError: a run of another config is in the way and not ``overwrite``.
+    """
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    resolved = select_device(device)
+    runs = [RunDir(run_path(run_root, c.dataset, c.loss, c.seed)) for c in configs]
+    todo = []
+    for config, run in zip(configs, runs, strict=True):
+        plan = run.plan(config.to_dict(), overwrite)
+        name = f"{config.dataset}/{config.loss}/seed_{config.seed}"
+        if plan == "reuse":
+            print(f"{name}: reusing the finished run in {run.path}")
+            continue
+        doing = "resuming the interrupted run" if plan == "resume" else "training"
+        print(f"{name}: {doing} on {resolved}")
+        todo.append(config)
+    todo.sort(key=lambda c: LOSSES.index(c.loss), reverse=True)  # the slowest (soft) first
+    if jobs is None:
+        jobs = (os.cpu_count() or 1) if resolved.type == "cpu" else 1
+    jobs = min(jobs, max(len(todo), 1)) if resolved.type == "cpu" else 1
+    if jobs == 1:
+        for config in todo:
+            train(
+                config, data_dir, run_root, device=resolved, overwrite=overwrite, progress=progress
+            )
+        return runs
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [
+            pool.submit(_train_in_worker, c, data_dir, run_root, str(resolved), overwrite, threads)
+            for c in todo
+        ]
+        for future in futures:
+            name, seconds = future.result()
+            print(f"  {name}: trained and evaluated in {seconds:.0f} s", flush=True)
+    return runs
+
+
+def _train_in_worker(
+    config: TrainConfig,
+    data_dir: str | Path | None,
+    run_root: str | Path,
+    device: str,
+    overwrite: bool,
+    threads: int,
+) -> tuple[str, float]:
+    """Train one run in a worker process with ``threads`` torch threads; its name and time."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    run = train(config, data_dir, run_root, device=device, overwrite=overwrite, progress=False)
+    return run.name, time.perf_counter() - start
