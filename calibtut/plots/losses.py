@@ -56,54 +56,63 @@ def binning_figure(
     if weights.size < 1:
         raise ValueError("weights needs one value per bin, got none.")
     edges = display_edges(weights.size)
-    centres = (edges[:-1] + edges[1:]) / 2
     fig = canvas(fig, 7.6, 4.2, layout="constrained")
     bins_ax, gradient_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1, 2.2])
+    _draw_shares(bins_ax, value, weights, edges, binning)
+    _draw_gradient(gradient_ax, probs, targets, gradient, highlight, edges)
+    gradient_ax.set_title(f"mL1-ACE ({binning} bins) = {loss:.4f} on the example", gid="loss")
+    return figure_of(fig)
+
+
+def _draw_shares(ax, value: float, weights: np.ndarray, edges: np.ndarray, binning: str) -> None:
+    """The bins as boxes shaded by ``value``'s share of each, the shares printed."""
+    centres = (edges[:-1] + edges[1:]) / 2
     fill = [
         mcolors.to_rgba(COLOURS["ground_truth"], 0.15 + 0.75 * w) if w > 0 else "white"
         for w in weights
     ]
-    bins_ax.bar(
+    ax.bar(
         edges[:-1], np.ones(weights.size), np.diff(edges), align="edge", color=fill,
         edgecolor="0.45", linewidth=0.6, gid="bins",
     )  # fmt: skip
-    bins_ax.plot(centres, np.full(weights.size, 0.08), "|", color="0.35", ms=6)
+    ax.plot(centres, np.full(weights.size, 0.08), "|", color="0.35", ms=6)
     for centre, weight in zip(centres, weights, strict=True):
         if weight > 0:
-            bins_ax.text(
+            ax.text(
                 centre, 0.5, f"{weight:.2f}", ha="center", va="center", fontsize=7.5, gid="weight"
             )
-    bins_ax.axvline(value, color=COLOURS["gap"], lw=1.6)
-    bins_ax.set_ylim(0, 1)
-    bins_ax.set_yticks([])
-    bins_ax.spines["left"].set_visible(False)
-    bins_ax.set_title(
+    ax.axvline(value, color=COLOURS["gap"], lw=1.6)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    ax.spines["left"].set_visible(False)
+    ax.set_title(
         f"{binning} binning of p = {value:.3f} into {weights.size} "
         f"bin{'s' * (weights.size != 1)} (shares shown)"
     )
 
+
+def _draw_gradient(ax, probs, targets, gradient, highlight: int | None, edges) -> None:
+    """d loss / d p of each example value as a stem (filled: target 1), ``highlight`` ringed."""
     for edge in edges:
-        gradient_ax.axvline(edge, color="0.9", lw=0.6, zorder=0)
-    gradient_ax.axhline(0, color="0.5", lw=0.8)
-    gradient_ax.vlines(probs, 0, gradient, color="0.5", lw=1)
+        ax.axvline(edge, color="0.9", lw=0.6, zorder=0)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.vlines(probs, 0, gradient, color="0.5", lw=1)
     for target, face, name in ((1, COLOURS["ground_truth"], "target 1"), (0, "white", "target 0")):
         chosen = targets == target
-        gradient_ax.scatter(
+        ax.scatter(
             probs[chosen], gradient[chosen], s=28, facecolor=face, edgecolor=COLOURS["ground_truth"],
             zorder=3, label=name,
         )  # fmt: skip
     if highlight is not None:
-        gradient_ax.scatter(
+        ax.scatter(
             probs[highlight], gradient[highlight], s=110, facecolor="none", edgecolor=COLOURS["gap"],
             linewidth=1.5, zorder=4, label="p (slider)",
         )  # fmt: skip
-    gradient_ax.set_xlim(-0.02, 1.02)
-    gradient_ax.set_xlabel("predicted probability")
-    gradient_ax.set_ylabel("∂ loss / ∂ p")
-    gradient_ax.set_title(f"mL1-ACE ({binning} bins) = {loss:.4f} on the example", gid="loss")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("∂ loss / ∂ p")
     # beside the panel, where no marker or the zero line can lie under it
-    gradient_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return figure_of(fig)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 @styled

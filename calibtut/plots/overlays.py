@@ -136,15 +136,45 @@ def _overlay_grid(
     title: str | None,
     fig: Canvas | None,
 ) -> Figure:
+    sigmoid, names = _check_overlays(runs, class_names, channel)
+    first = next(iter(runs.values()))
+    slice_index = _check_slice(first, slice_index, axis)
+    shown_classes = range(len(names)) if sigmoid else range(1, len(names))
+    kinds = ("false positive", "false negative") + (() if sigmoid else ("wrong class",))
+    legend_rows = -(-(len(shown_classes) + len(kinds)) // _LEGEND_COLUMNS)
+    fig, axes, bar = _image_grid(len(runs), 5, bool(title), legend_rows, fig)
+    for row, (label, arrays) in enumerate(runs.items()):
+        shown = _slice(arrays, sigmoid, slice_index, axis)
+        confidence_image = _draw_overlay_row(axes[row], shown, sigmoid, channel, label)
+    where = "" if slice_index is None else f" (slice {slice_index})"
+    region = f" of {names[channel]}" if sigmoid else ""
+    confidence_title = f"P({names[channel]})" if sigmoid else "confidence (max probability)"
+    titles = ["image" + where, "ground truth", "prediction", confidence_title, "errors" + region]
+    for ax, text in zip(axes[0], titles, strict=True):
+        ax.set_title(text)
+    fig.colorbar(confidence_image, cax=fig.add_axes(bar), label="probability")
+    n = len(CLASS_COLOURS)
+    handles = [Patch(color=CLASS_COLOURS[c % n], alpha=0.6, label=names[c]) for c in shown_classes]
+    handles += [Patch(color=COLOURS[k.replace(" ", "_")], label=k) for k in kinds]
+    fig.legend(
+        handles=handles, loc="lower center", ncols=min(len(handles), _LEGEND_COLUMNS), fontsize=9
+    )
+    finish(fig, title)
+    return figure_of(fig)
+
+
+def _check_overlays(
+    runs: Mapping[str, Mapping[str, np.ndarray]], class_names: Sequence[str], channel: int
+) -> tuple[bool, list[str]]:
+    """Whether the runs' arrays are per-region (sigmoid), and the names of their channels."""
     if not isinstance(runs, Mapping) or not runs:
         raise ValueError("runs must be a non-empty mapping {label: overlay arrays}.")
     layouts = {label: overlay_layout(arrays) for label, arrays in runs.items()}
     shapes = {label: np.shape(arrays["label"]) for label, arrays in runs.items()}
     if len(set(layouts.values())) != 1 or len(set(shapes.values())) != 1:
         raise ValueError(f"runs to compare need one layout and shape, got {layouts} / {shapes}.")
-    layout = next(iter(layouts.values()))
+    sigmoid = next(iter(layouts.values())) == "sigmoid"
     first = next(iter(runs.values()))
-    sigmoid = layout == "sigmoid"
     num_classes = np.shape(first["label"])[0] if sigmoid else len(class_names)
     names = check_class_names(class_names, num_classes)
     if not sigmoid:
@@ -158,61 +188,41 @@ def _overlay_grid(
         raise ValueError(
             f"channel must be a region index in [0, {num_classes - 1}], got {channel!r}."
         )
-    slice_index = _check_slice(first, slice_index, axis)
+    return sigmoid, names
 
-    shown_classes = range(num_classes) if sigmoid else range(1, num_classes)
-    kinds = ("false positive", "false negative") + (() if sigmoid else ("wrong class",))
-    legend_rows = -(-(len(shown_classes) + len(kinds)) // _LEGEND_COLUMNS)
-    fig, axes, bar = _image_grid(len(runs), 5, bool(title), legend_rows, fig)
-    confidence_image = None
-    for row, (label, arrays) in enumerate(runs.items()):
-        image, truth, predicted, confidence = _slice(arrays, sigmoid, slice_index, axis)
-        lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
-        shown = {"cmap": "gray", "vmin": lo, "vmax": hi if hi > lo else lo + 1}
-        image_ax, truth_ax, prediction_ax, confidence_ax, error_ax = axes[row]
-        for ax in (image_ax, truth_ax, prediction_ax, error_ax):
-            ax.imshow(image, **shown)
-        truth_ax.imshow(_label_rgba(truth, sigmoid), gid="ground_truth")
-        prediction_ax.imshow(_label_rgba(predicted, sigmoid), gid="prediction")
-        if sigmoid:
-            confidence = confidence[channel]
-            errors = _error_kinds(truth[channel], predicted[channel])
-        else:
-            errors = _error_kinds(truth, predicted)
-        confidence_image = confidence_ax.imshow(
-            confidence, cmap="magma", vmin=0, vmax=1, gid="confidence"
-        )
-        error_ax.imshow(_error_rgba(errors), gid="errors")
-        error_ax.text(
-            0.03, 0.03, f"{int((errors > 0).sum())} wrong px", transform=error_ax.transAxes,
-            fontsize=9, ha="left", va="bottom", gid="error_count",
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
-        )  # fmt: skip
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-        if label:
-            image_ax.set_ylabel(label)
-    where = "" if slice_index is None else f" (slice {slice_index})"
-    region = f" of {names[channel]}" if sigmoid else ""
-    confidence_title = f"P({names[channel]})" if sigmoid else "confidence (max probability)"
-    for ax, text in zip(
-        axes[0],
-        ["image" + where, "ground truth", "prediction", confidence_title, "errors" + region],
-        strict=True,
-    ):
-        ax.set_title(text)
-    fig.colorbar(confidence_image, cax=fig.add_axes(bar), label="probability")
-    n = len(CLASS_COLOURS)
-    handles = [Patch(color=CLASS_COLOURS[c % n], alpha=0.6, label=names[c]) for c in shown_classes]
-    handles += [Patch(color=COLOURS[k.replace(" ", "_")], label=k) for k in kinds]
-    fig.legend(
-        handles=handles, loc="lower center", ncols=min(len(handles), _LEGEND_COLUMNS), fontsize=9
+
+def _draw_overlay_row(axes, shown: list[np.ndarray], sigmoid: bool, channel: int, label: str):
+    """One run's image, truth, prediction, confidence and errors; returns the confidence image."""
+    image, truth, predicted, confidence = shown
+    lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
+    grey = {"cmap": "gray", "vmin": lo, "vmax": hi if hi > lo else lo + 1}
+    image_ax, truth_ax, prediction_ax, confidence_ax, error_ax = axes
+    for ax in (image_ax, truth_ax, prediction_ax, error_ax):
+        ax.imshow(image, **grey)
+    truth_ax.imshow(_label_rgba(truth, sigmoid), gid="ground_truth")
+    prediction_ax.imshow(_label_rgba(predicted, sigmoid), gid="prediction")
+    if sigmoid:
+        confidence = confidence[channel]
+        errors = _error_kinds(truth[channel], predicted[channel])
+    else:
+        errors = _error_kinds(truth, predicted)
+    confidence_image = confidence_ax.imshow(
+        confidence, cmap="magma", vmin=0, vmax=1, gid="confidence"
     )
-    finish(fig, title)
-    return figure_of(fig)
+    error_ax.imshow(_error_rgba(errors), gid="errors")
+    error_ax.text(
+        0.03, 0.03, f"{int((errors > 0).sum())} wrong px", transform=error_ax.transAxes,
+        fontsize=9, ha="left", va="bottom", gid="error_count",
+        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+    )  # fmt: skip
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if label:
+        image_ax.set_ylabel(label)
+    return confidence_image
 
 
 def _image_grid(

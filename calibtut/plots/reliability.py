@@ -216,27 +216,34 @@ def draw_reliability(
     )  # fmt: skip
     k = int(errors.mce_bin[image, cls])
     if k >= 0:
-        low, high = sorted((float(mean_pred[k]), float(mean_target[k])))
-        ax.add_patch(
-            Rectangle(
-                (edges[k], low), edges[k + 1] - edges[k], high - low, fill=False,
-                edgecolor=COLOURS["mce"], linewidth=1.4, zorder=5, gid="mce_bin",
-            )
-        )  # fmt: skip
-        centre, middle = (edges[k] + edges[k + 1]) / 2, (low + high) / 2
-        left_half = centre < 0.5
-        ax.annotate(
-            f"MCE = {format_value(mce)}", xy=(centre, middle),
-            xytext=(centre + (0.08 if left_half else -0.08), float(np.clip(middle, 0.1, 0.7))),
-            ha="left" if left_half else "right", va="center", gid="mce", zorder=6,
-            arrowprops={"arrowstyle": "-", "lw": 0.8, "color": COLOURS["mce"]},
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
-        )  # fmt: skip
+        _frame_mce_bin(ax, edges, k, float(mean_pred[k]), float(mean_target[k]), mce)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     if counts_ax is not None:
         draw_counts(counts_ax, numpy(reliability.count[image, cls]), occupied, edges)
     return ax
+
+
+def _frame_mce_bin(
+    ax: Axes, edges: np.ndarray, k: int, mean_pred: float, mean_target: float, mce: float
+) -> None:
+    """Frame bin ``k`` (the MCE's, as metrics chose it) and label it with the MCE."""
+    low, high = sorted((mean_pred, mean_target))
+    ax.add_patch(
+        Rectangle(
+            (edges[k], low), edges[k + 1] - edges[k], high - low, fill=False,
+            edgecolor=COLOURS["mce"], linewidth=1.4, zorder=5, gid="mce_bin",
+        )
+    )  # fmt: skip
+    centre, middle = (edges[k] + edges[k + 1]) / 2, (low + high) / 2
+    left_half = centre < 0.5
+    ax.annotate(
+        f"MCE = {format_value(mce)}", xy=(centre, middle),
+        xytext=(centre + (0.08 if left_half else -0.08), float(np.clip(middle, 0.1, 0.7))),
+        ha="left" if left_half else "right", va="center", gid="mce", zorder=6,
+        arrowprops={"arrowstyle": "-", "lw": 0.8, "color": COLOURS["mce"]},
+        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+    )  # fmt: skip
 
 
 # --- dataset reliability histograms ---

@@ -151,28 +151,8 @@ def evaluate(
     if data_dir is None:
         data_dir = recorded.get("data_dir")
     device = select_device(device)
-    checkpoint = run.checkpoint()
-    if not checkpoint.get("finished"):
-        raise ValueError(
-            f"{run.path} has not finished training (epoch {checkpoint.get('epoch')} of "
-            f"{config.epochs}); run train again to resume it"
-        )
-    best = run.best()
-    for path, saved in ((run.checkpoint_path, checkpoint), (run.best_path, best)):
-        if saved["dataset"] != config.dataset:
-            raise ValueError(
-                f"{path} belongs to dataset {saved['dataset']!r}, but {run.config_path} says "
-                f"{config.dataset!r}"
-            )
+    model = _best_model(run, config, data, device)
     test_ds = data.dataset(data_dir, "test", cache=False)
-
-    model = build_network(config, data).to(device)
-    try:
-        model.load_state_dict(best["model"])
-    except RuntimeError as err:
-        raise ValueError(
-            f"{run.best_path} does not fit the {config.network} of {run.config_path}: {err}"
-        ) from err
     results: list[ImageResults] = []
     ids: list[str] = []
     scored = score_images(
@@ -193,6 +173,34 @@ def evaluate(
     channels, names = zip(*data.scored_classes, strict=True)
     run.write_results(ImageResults.cat(results), ids, list(names), list(channels))
     return run
+
+
+def _best_model(
+    run: RunDir, config: TrainConfig, data: DatasetSpec, device: torch.device
+) -> torch.nn.Module:
+    """The network with the run's best validation weights, once the run has finished training
+    and both its checkpoints are its own."""
+    checkpoint = run.checkpoint()
+    if not checkpoint.get("finished"):
+        raise ValueError(
+            f"{run.path} has not finished training (epoch {checkpoint.get('epoch')} of "
+            f"{config.epochs}); run train again to resume it"
+        )
+    best = run.best()
+    for path, saved in ((run.checkpoint_path, checkpoint), (run.best_path, best)):
+        if saved["dataset"] != config.dataset:
+            raise ValueError(
+                f"{path} belongs to dataset {saved['dataset']!r}, but {run.config_path} says "
+                f"{config.dataset!r}"
+            )
+    model = build_network(config, data).to(device)
+    try:
+        model.load_state_dict(best["model"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"{run.best_path} does not fit the {config.network} of {run.config_path}: {err}"
+        ) from err
+    return model
 
 
 def _on_cpu(result: ImageResults) -> ImageResults:

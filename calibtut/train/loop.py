@@ -95,8 +95,24 @@ def train(
         run.clear()
         run.write_config(_run_config(config, data, device, data_dir))
 
-    steps_per_epoch = math.ceil(len(train_ds) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
+    training, state, total_steps = _start(run, plan, config, data, device, len(train_ds))
+    if not state["finished"]:
+        _train_epochs(training, run, config, data, train_ds, val_ds, state, total_steps, progress)
+    evaluate(run, data_dir, device=device, progress=progress)
+    return run
+
+
+def _start(
+    run: RunDir,
+    plan: str,
+    config: TrainConfig,
+    data: DatasetSpec,
+    device: torch.device,
+    train_images: int,
+) -> tuple[Training, dict[str, Any], int]:
+    """The training state to start from (fresh, or the run's last checkpoint) and the total
+    number of optimiser steps."""
+    total_steps = config.epochs * math.ceil(train_images / config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     training = Training.create(config, data, device, total_steps)
@@ -104,7 +120,6 @@ def train(
         torch.backends.cudnn.benchmark = not config.deterministic
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-
     state = {"epoch": 0, "step": 0, "best_dice": None, "history": [], "finished": False}
     if plan == "resume":
         saved = run.checkpoint()
@@ -115,10 +130,7 @@ def train(
             )
         training.load_state_dict(saved)
         state = {k: saved[k] for k in state}
-    if not state["finished"]:
-        _train_epochs(training, run, config, data, train_ds, val_ds, state, total_steps, progress)
-    evaluate(run, data_dir, device=device, progress=progress)
-    return run
+    return training, state, total_steps
 
 
 def _train_epochs(
@@ -347,17 +359,29 @@ def train_many(
                 config, data_dir, run_root, device=resolved, overwrite=overwrite, progress=progress
             )
         return runs
+    _train_side_by_side(todo, data_dir, run_root, str(resolved), overwrite, jobs)
+    return runs
+
+
+def _train_side_by_side(
+    configs: Sequence[TrainConfig],
+    data_dir: str | Path | None,
+    run_root: str | Path,
+    device: str,
+    overwrite: bool,
+    jobs: int,
+) -> None:
+    """Train ``configs`` in ``jobs`` worker processes, each with an equal share of the cores."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = [
-            pool.submit(_train_in_worker, c, data_dir, run_root, str(resolved), overwrite, threads)
-            for c in todo
+            pool.submit(_train_in_worker, c, data_dir, run_root, device, overwrite, threads)
+            for c in configs
         ]
         for future in futures:
             name, seconds = future.result()
             print(f"  {name}: trained and evaluated in {seconds:.0f} s", flush=True)
-    return runs
 
 
 def _train_in_worker(
