@@ -31,6 +31,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from calibtut.data import DATASETS
     from calibtut.methods import LOSSES
+    from calibtut.train.config import ACTIVATIONS
 
     parser = _Parser(prog="calibtut", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=", ".join(DATASETS))
     p.add_argument("--data-dir", type=Path, help="the dataset's folder (none for synthetic)")
     p.add_argument("--loss", choices=LOSSES, default="baseline")
+    p.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        help="softmax over the exclusive labels (default, the paper) or sigmoid per region",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
@@ -116,6 +122,7 @@ def _train(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         val_window=args.val_window,
         width=args.width,
+        activation=args.activation,
         max_steps=args.max_steps,
         num_workers=args.num_workers,
         amp=False if args.no_amp else None,

@@ -150,9 +150,9 @@ class _Explorer:
             description="runs",
         )
         first_class = 0
-        config = next(iter(self.run_dirs.values())).config
-        if config.get("activation") == "softmax" and self.class_indices[0] == 0:
-            first_class = min(1, len(self.class_names) - 1)  # the background is scored: skip it
+        background = next(iter(self.run_dirs.values())).config.get("background_channel")
+        if self.class_indices[0] == background:  # the background is scored: open on the next
+            first_class = min(1, len(self.class_names) - 1)
         self.class_index = widgets.Dropdown(
             options=[("all classes", ALL_CLASSES)]
             + [(n, c) for c, n in enumerate(self.class_names)],

@@ -10,12 +10,18 @@
 # oedema** (2) and the **enhancing tumour** (4).
 #
 # Two things are new. The input has **four channels**, one per sequence: each shows different
-# tissue (oedema is bright in FLAIR, enhancing tumour in T1Gd). And, as in KiTS23, the network
-# predicts the challenge's three nested **regions**, one sigmoid each:
+# tissue (oedema is bright in FLAIR, enhancing tumour in T1Gd). And, as in KiTS23, the results
+# are scored on the challenge's three nested **regions**:
 #
 # * *enhancing tumour* (label 4);
 # * *tumour core*: necrosis and enhancing tumour (1, 4);
 # * *whole tumour*: everything abnormal (1, 2, 4).
+#
+# As the paper did (its `brats21.yaml`), the network is trained with a **softmax** over the
+# four exclusive labels (background, necrosis, oedema, enhancing tumour; label value 4 becomes
+# output channel 3), and each region's probability at evaluation is the **sum** of its labels'
+# probabilities. `activation="sigmoid"` trains one sigmoid per region instead (notebook 06
+# explains the difference); that option is not the paper's configuration.
 #
 # The boundaries of oedema are notoriously hard to draw, which makes BraTS a natural test of
 # calibration. Same structure as 04 (ACDC). **Without the data** the notebook continues on a
@@ -63,14 +69,14 @@ brats = spec("brats")
 source = course.locate_dataset("brats", data_dir)
 
 # %% [markdown]
-# The paper tested on 200 cases of its own choosing; it did not publish the list as a file,
-# but the case ids are in its per-image results (`calibtut.paper.read_paper_csv("brats",
-# "baseline", "dice")`), so a split file (data/README.md, *Splits*) can reproduce it. By
-# default calibtut holds out 20% of the cases with seed 42 for testing and 5% of the rest
-# (seed 12345) for validation. The regions:
+# The split is the paper's: the authors published their lists of case ids
+# (`brats21_train_val.txt`, 1051 cases, and `brats21_test.txt`, 200 cases, at the root of their
+# repository; calibtut ships both). The 200 listed cases are the test set, and 5% of the
+# train+validation list (MONAI's `partition_dataset`, 19:1, the paper's seed 12345) validate.
+# The network's outputs and the scored regions:
 
 # %%
-display(brats.class_table())
+display(brats.class_table(), brats.region_table())
 print("input channels:", ", ".join(brats.channel_names))
 
 # %% [markdown]
@@ -87,7 +93,7 @@ print(brats.preprocessing)
 # %% [markdown]
 # The paper's configuration: SegResNetDS with deep supervision, AdamW at $10^{-4}$, batch 2,
 # **1250 epochs**, patches of 224 x 224 x 144 (nearly the whole brain) and a sliding window of
-# 240 x 240 x 160; sigmoid outputs with Dice and binary cross-entropy per region. Patches that
+# 240 x 240 x 160; a softmax over the labels with Dice and cross-entropy. Patches that
 # large need a GPU with tens of gigabytes of memory: lower `patch_size` otherwise. Below, the
 # preset beside what this notebook will run:
 
@@ -120,7 +126,8 @@ runs = settings.train(source.root)
 # %% [markdown]
 # ## Evaluation
 #
-# Per test case and region: Dice of the thresholded sigmoid, ECE, ACE and MCE with 20 bins.
+# Per test case and region: Dice of the region's probability thresholded at 0.5, ECE, ACE and
+# MCE with 20 bins.
 # Learning curves, then the comparison per region, macro and micro:
 
 # %%

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -20,6 +21,8 @@ from monai.transforms import (
 from scipy import ndimage
 
 from calibtut.data import spec, write_phantom
+from calibtut.data.acdc import patient_of
+from calibtut.data.nifti import published_ids
 from calibtut.data.phantoms import MARKER
 
 REAL = ("acdc", "amos", "kits", "brats")
@@ -61,14 +64,20 @@ def test_acdc_cases_are_the_annotated_frames_only(phantoms):
     assert not any("_4d" in p or p.endswith(".cfg") for p in every_path)
 
 
-def test_acdc_validation_split_is_by_patient(phantoms):
+def test_acdc_validation_split_is_the_papers_by_frame(phantoms):
+    """The authors' acdc17.yaml: partition_dataset(sorted frames, (9, 1), shuffle, seed 12345)."""
     found = all_cases("acdc", phantoms["acdc"])
-    patients = {split: {i.split("_")[0] for i in ids(cases)} for split, cases in found.items()}
-    assert patients["train"].isdisjoint(patients["val"])
-    assert len(patients["val"]) == 1 and len(patients["train"]) == 5  # 9:1 of 6 patients
-    for case in found["val"]:  # both frames of the validation patient
+    frames = sorted(ids(found["train"]) + ids(found["val"]))
+    _, paper_val = partition_dataset(frames, ratios=(9, 1), shuffle=True, seed=12345)
+    assert ids(found["val"]) == sorted(paper_val) and len(paper_val) == 1
+    for case in found["val"]:
         assert case["label"] == case["image"].replace(".nii.gz", "_gt.nii.gz")
-    assert len(found["val"]) == 2
+    by_patient = spec("acdc").replace(subject_of=patient_of)
+    patients = {
+        split: {i.split("_")[0] for i in ids(by_patient.cases(phantoms["acdc"], split))}
+        for split in ("train", "val")
+    }
+    assert patients["train"].isdisjoint(patients["val"])  # the option keeps patients together
 
 
 def test_amos_cases_are_ct_only(phantoms):
@@ -104,6 +113,9 @@ def test_brats_cases_have_four_channels_in_order(phantoms):
     found = all_cases("brats", phantoms["brats"])
     assert sum(len(c) for c in found.values()) == 14
     assert (len(found["train"]), len(found["val"]), len(found["test"])) == (10, 1, 3)
+    test_list = set(published_ids("brats21_test.txt"))
+    assert set(ids(found["test"])) <= test_list  # the phantom's cases come from the lists
+    assert not (set(ids(found["train"])) | set(ids(found["val"]))) & test_list
     case = found["train"][0]
     assert [p.rsplit("_", 1)[1] for p in case["image"]] == [
         "flair.nii.gz",
@@ -225,35 +237,64 @@ def reference_label(path, target_spacing):
     return data["label"][0].numpy()
 
 
-def test_kits_regions_from_resampled_labels(phantoms):
-    s = spec("kits").replace(crop_foreground=False)
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_kits_regions_from_resampled_labels(phantoms, activation):
+    s = spec("kits").replace(crop_foreground=False, activation=activation)
     case = s.cases(phantoms["kits"], "val")[0]
     item = s.dataset(phantoms["kits"], "val", cache=False)[0]
     label = reference_label(case["label"], s.target_spacing)
     assert set(np.unique(label)) == {0, 1, 2, 3}
-    regions = item["label"].numpy()
-    np.testing.assert_array_equal(regions[0], np.isin(label, (1, 2, 3)))  # kidney and masses
+    regions = s.evaluation_target(item["label"].as_tensor()[None])[0].numpy()
+    np.testing.assert_array_equal(regions[0], label == 2)  # tumour
     np.testing.assert_array_equal(regions[1], np.isin(label, (2, 3)))  # masses
-    np.testing.assert_array_equal(regions[2], label == 2)  # tumour
-    assert regions[2].sum() > 0 and (regions[1] > regions[2]).sum() > 0  # tumour and cyst
+    np.testing.assert_array_equal(regions[2], np.isin(label, (1, 2, 3)))  # kidney and masses
+    assert regions[0].sum() > 0 and (regions[1] > regions[0]).sum() > 0  # tumour and cyst
+
+
+def test_brats_default_split_is_the_papers_published_lists(tmp_path):
+    """The 1251 BraTS 2021 training cases (empty files suffice to list cases): the test split is
+    the authors' brats21_test.txt, validation 19:1 of brats21_train_val.txt with seed 12345."""
+    train_val, test = published_ids("brats21_train_val.txt"), published_ids("brats21_test.txt")
+    assert len(test) == 200 and len(train_val) == 1051 and not set(test) & set(train_val)
+    extra = next(
+        f"BraTS2021_{n:05d}" for n in range(2000) if f"BraTS2021_{n:05d}" not in {*train_val, *test}
+    )
+    for name in [*train_val, *test, extra]:
+        case = tmp_path / name
+        case.mkdir()
+        for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
+            (case / f"{name}_{suffix}.nii.gz").touch()
+    brats = spec("brats")
+    assert ids(brats.cases(tmp_path, "test")) == sorted(test)
+    _, paper_val = partition_dataset(sorted(train_val), ratios=(19, 1), shuffle=True, seed=12345)
+    assert ids(brats.cases(tmp_path, "val")) == sorted(paper_val)
+    train = ids(brats.cases(tmp_path, "train"))
+    assert len(train) + len(paper_val) == len(train_val) and extra not in train
+    shutil.rmtree(tmp_path / test[0])
+    with pytest.raises(
+        FileNotFoundError, match=r"1 of the 200 cases of the paper's list brats21_test"
+    ):
+        brats.cases(tmp_path, "test")
 
 
 def test_kits_known_voxels_map_to_their_regions(phantoms):
-    """One stored voxel of each label value, through the region conversion."""
-    s = spec("kits").replace(crop_foreground=False, target_spacing=(0.8, 0.8, 3.0))
+    """One stored voxel of each label value, through the region conversion (sigmoid option)."""
+    s = spec("kits").replace(
+        crop_foreground=False, target_spacing=(0.8, 0.8, 3.0), activation="sigmoid"
+    )
     case = s.cases(phantoms["kits"], "val")[0]
     item = s.dataset(phantoms["kits"], "val", cache=False)[0]  # RAS, no resampling
     stored = nib.load(case["label"])
     ras = nib.as_closest_canonical(stored).get_fdata()
     assert item["label"].shape[1:] == ras.shape
-    expected = {0: (0, 0, 0), 1: (1, 0, 0), 2: (1, 1, 1), 3: (1, 1, 0)}
+    expected = {0: (0, 0, 0), 1: (0, 0, 1), 2: (1, 1, 1), 3: (0, 1, 1)}  # tumor, masses, k&m
     for value, channels in expected.items():
         voxel = tuple(np.argwhere(ras == value)[0])
         assert tuple(int(item["label"][(c, *voxel)]) for c in range(3)) == channels, value
 
 
 def test_brats_regions_match_monai(phantoms):
-    s = spec("brats")
+    s = spec("brats").replace(activation="sigmoid")
     case = s.cases(phantoms["brats"], "test")[0]
     item = s.dataset(phantoms["brats"], "test", cache=False)[0]
     label = reference_label(case["label"], s.target_spacing)
@@ -269,7 +310,10 @@ def test_train_batches_are_patches(phantoms, name):
     s = spec(name).replace(patch_size=(24, 24, 8), samples_per_case=2)
     loader = DataLoader(s.dataset(phantoms[name], "train", cache=False), batch_size=2)
     batch = next(iter(loader))
+    if s.augmentation == "brats21":  # the paper's BraTS pipeline: one random crop per case
+        batch = {k: torch.cat([v, v]) if torch.is_tensor(v) else [*v, *v] for k, v in batch.items()}
     label_channels = 1 if s.activation == "softmax" else s.out_channels
+    assert s.activation == "softmax"  # the paper trains every dataset with a softmax
     assert batch["image"].shape == (4, s.in_channels, 24, 24, 8)
     assert batch["label"].shape == (4, label_channels, 24, 24, 8)
     assert batch["image"].dtype == torch.float32
@@ -330,3 +374,65 @@ def test_phantom_rewrite_and_refusal(tmp_path):
     assert not (tmp_path / "new").exists()
     with pytest.raises(ValueError, match="generated in memory"):
         write_phantom("synthetic", tmp_path / "syn")
+
+
+@pytest.mark.parametrize("name", ["kits", "brats"])
+def test_softmax_labels_are_channel_indices_and_regions_sum_them(phantoms, name):
+    """Softmax training sees the label values as channel indices (BraTS 4 -> 3); evaluation
+    turns probabilities and labels into the regions: each region's probability is the hand
+    sum of its labels' probabilities, its target the union of its labels."""
+    s = spec(name)
+    item = s.dataset(phantoms[name], "test", cache=False)[0]
+    label = item["label"].as_tensor()[None]
+    assert set(label.unique().tolist()) <= set(range(4))
+    values = s.label_values
+    probs = torch.softmax(
+        torch.randn((1, 4, *label.shape[2:]), generator=torch.Generator().manual_seed(0)), 1
+    )
+    regions = s.evaluation_probabilities(probs)
+    target = s.evaluation_target(label)
+    assert regions.shape == target.shape == (1, 3, *label.shape[2:])
+    for r, (region, members) in enumerate(s.regions):
+        channels = [values.index(v) for v in members]
+        by_hand = sum(probs[:, c] for c in channels)
+        torch.testing.assert_close(regions[:, r], by_hand)
+        inside = torch.zeros_like(label[:, 0], dtype=torch.bool)
+        for c in channels:
+            inside |= label[:, 0] == c
+        assert torch.equal(target[:, r].bool(), inside), region
+    assert (regions <= 1 + 1e-6).all()
+    assert [n for _, n in s.scored_classes] == [n for n, _ in s.regions]
+    sigmoid = s.replace(activation="sigmoid")
+    assert sigmoid.evaluation_probabilities(regions) is regions  # sigmoid outputs are regions
+    with pytest.raises(ValueError, match="sigmoid training needs regions"):
+        spec("acdc").replace(activation="sigmoid")
+
+
+def test_brats_trains_with_the_papers_augmentation(phantoms):
+    """The authors' brats21.yaml pipeline, in its order: zoom, rotation, noise, blur, contrast,
+    flip, a random crop, and the per-channel z-score last (after the noise, as they did)."""
+    from monai.transforms import RandGaussianNoised, RandSpatialCropd, RandZoomd
+
+    s = spec("brats").replace(patch_size=(24, 24, 16))
+    steps = s.transforms("train").transforms
+    kinds = [type(t).__name__ for t in steps]
+    assert (
+        kinds.index("RandZoomd")
+        < kinds.index("RandGaussianNoised")
+        < kinds.index("RandSpatialCropd")
+    )
+    assert kinds.index("RandSpatialCropd") < kinds.index("NormalizeIntensityd")
+    assert kinds.count("NormalizeIntensityd") == 1 and "RandAffined" not in kinds
+    noise = next(t for t in steps if isinstance(t, RandGaussianNoised))
+    assert (noise.rand_gaussian_noise.std, noise.rand_gaussian_noise.prob) == (
+        0.1,
+        1.0,
+    ) or noise.prob == 0.2
+    assert next(t for t in steps if isinstance(t, RandZoomd)).prob == 0.3
+    assert isinstance(steps[kinds.index("RandSpatialCropd")], RandSpatialCropd)
+    item = s.dataset(phantoms["brats"], "train", cache=False)[0]
+    image = item["image"].as_tensor()
+    assert image.shape == (4, 24, 24, 16)
+    inside = image[0] != 0
+    assert abs(float(image[0][inside].mean())) < 0.2  # z-scored over the brain, last
+    assert "RandAffined" in [type(t).__name__ for t in spec("kits").transforms("train").transforms]

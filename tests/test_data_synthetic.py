@@ -29,27 +29,41 @@ def test_unknown_dataset_names_the_known_ones():
 
 
 @pytest.mark.parametrize(
-    ("name", "in_channels", "activation", "class_names", "include_background"),
+    ("name", "in_channels", "class_names", "scored"),
     [
         (
             "acdc",
             1,
-            "softmax",
             ("background", "right ventricle", "myocardium", "left ventricle"),
-            False,
+            ("right ventricle", "myocardium", "left ventricle"),
         ),
-        ("kits", 1, "sigmoid", ("kidney and masses", "masses", "tumor"), True),
-        ("brats", 4, "sigmoid", ("enhancing tumour", "tumour core", "whole tumour"), True),
-        ("synthetic", 1, "softmax", ("background", "organ", "ring", "lesion"), False),
+        (
+            "kits",
+            1,
+            ("background", "kidney", "tumor", "cyst"),
+            ("tumor", "masses", "kidney and masses"),
+        ),
+        (
+            "brats",
+            4,
+            ("background", "necrotic tumour core", "peritumoral edema", "enhancing tumour"),
+            ("enhancing tumour", "tumour core", "whole tumour"),
+        ),
+        ("synthetic", 1, ("background", "organ", "ring", "lesion"), ("organ", "ring", "lesion")),
     ],
 )
-def test_spec_channels_and_classes(name, in_channels, activation, class_names, include_background):
+def test_spec_channels_and_classes(name, in_channels, class_names, scored):
+    """Every dataset is trained with a softmax over its labels, as in the paper; KiTS and BraTS
+    score their overlapping regions, the others their foreground labels."""
     s = spec(name)
     assert s.in_channels == in_channels
-    assert s.activation == activation
+    assert s.activation == "softmax"
     assert s.class_names == class_names
     assert s.out_channels == len(class_names)
-    assert s.include_background is include_background
+    assert tuple(name for _, name in s.scored_classes) == scored
+    if s.regions:
+        regions = s.replace(activation="sigmoid")
+        assert regions.class_names == scored and regions.out_channels == 3
 
 
 def test_amos_has_background_and_fifteen_organs():

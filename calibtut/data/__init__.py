@@ -27,7 +27,7 @@ _EXPORTS = {
     "SPLITS": "dataset_spec",
     "DatasetSpec": "dataset_spec",
     "HUWindow": "dataset_spec",
-    "NiftiDatasetSpec": "dataset_spec",
+    "NiftiDatasetSpec": "nifti",
     "ZScore": "dataset_spec",
     "SyntheticImages": "synthetic",
     "SyntheticSpec": "synthetic",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtut.data.dataset_spec import Case, NiftiDatasetSpec, ZScore
+from calibtut.data.dataset_spec import Case, ZScore
 from calibtut.data.errors import check_pairs
+from calibtut.data.nifti import NiftiDatasetSpec
 from calibtut.data.volumes import diagonal_affine, render, save_nifti, smooth_noise, world_grid
 
 LAYOUT = """\
@@ -27,7 +28,9 @@ FRAME = re.compile(r"(?P<patient>patient\d{3})_frame(?P<frame>\d{2})(?P<gt>_gt)?
 
 
 def patient_of(case_id: str) -> str:
-    """`patient001_frame01` -> `patient001`: both frames of a patient stay in one split."""
+    """`patient001_frame01` -> `patient001`. The paper split ACDC's frames, so the two frames
+    of one patient may fall on both sides of train/val; `spec("acdc").replace(subject_of=
+    patient_of)` keeps them together."""
     return case_id.split("_", 1)[0]
 
 
@@ -172,7 +175,6 @@ SPEC = NiftiDatasetSpec(
     dev_part="training",
     test_part="testing",
     val_fraction=0.1,
-    subject_of=patient_of,
     crop_foreground=True,
     write_phantom_cases=write_phantom_cases,
     phantom_cases=9,

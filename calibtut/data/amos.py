@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtut.data.dataset_spec import Case, HUWindow, NiftiDatasetSpec
+from calibtut.data.dataset_spec import Case, HUWindow
 from calibtut.data.errors import check_pairs
+from calibtut.data.nifti import NiftiDatasetSpec
 from calibtut.data.volumes import diagonal_affine, ellipsoid, render, save_nifti, world_grid
 
 CLASSES = (

@@ -1,4 +1,5 @@
-"""BraTS 2021: multi-parametric brain MRI of gliomas, trained as overlapping tumour regions."""
+"""BraTS 2021: multi-parametric brain MRI of gliomas, trained with a softmax over its exclusive
+labels and evaluated on the overlapping tumour regions (the paper's setting)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtut.data.dataset_spec import Case, NiftiDatasetSpec, ZScore
+from calibtut.data.dataset_spec import Case, ZScore
+from calibtut.data.nifti import NiftiDatasetSpec, published_ids
 from calibtut.data.volumes import ellipsoid, render, save_nifti, smooth_noise, world_grid
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -21,6 +23,8 @@ LAYOUT = """\
                                                       core, 2 peritumoral edema, 4 enhancing tumour"""
 
 CASE = re.compile(r"BraTS2021_\d{5}")
+# The paper's split: its published lists of case ids (cai4cai/Average-Calibration-Losses).
+TRAIN_VAL_IDS, TEST_IDS = "brats21_train_val.txt", "brats21_test.txt"
 
 
 def find_cases(spec: NiftiDatasetSpec, root: Path, part: str) -> list[Case]:
@@ -69,9 +73,11 @@ def write_phantom_cases(root: Path, cases: int, rng: np.random.Generator) -> Non
     affine = phantom_affine()
     world = world_grid(PHANTOM_SHAPE, affine)
     centre = world.reshape(3, -1).mean(axis=1)
-    numbers = sorted(rng.choice(1700, size=cases, replace=False))
-    for number in numbers:
-        name = f"BraTS2021_{number:05d}"
+    # cases of the paper's lists, so that the default (published) split finds them: a quarter
+    # of them test cases
+    test = rng.choice(published_ids(TEST_IDS), size=max(1, cases // 4), replace=False)
+    dev = rng.choice(published_ids(TRAIN_VAL_IDS), size=cases - len(test), replace=False)
+    for name in sorted([*test, *dev]):
         brain = ellipsoid(world, centre, (17, 19, 13) * rng.uniform(0.95, 1.05, size=3))
         tumour_centre = centre + rng.uniform(-5, 5, size=3) * (1, 1, 0.5)
         distance = np.sqrt(((world - tumour_centre.reshape(3, 1, 1, 1)) ** 2).sum(axis=0))
@@ -99,9 +105,11 @@ SPEC = NiftiDatasetSpec(
     description=(
         "Pre-operative multi-parametric MRI (FLAIR, T1, T1+Gd, T2) of 1251 glioma patients, "
         "skull-stripped and co-registered at 1 mm; labels necrotic core, edema and enhancing "
-        "tumour, trained and evaluated as the overlapping regions enhancing tumour, tumour "
-        "core and whole tumour, with one sigmoid per region. The paper tested on its own "
-        "fixed list; calibtut holds out 20% with seed 42 unless given a split file."
+        "tumour. As in the paper, the network is trained with a softmax over the four "
+        "exclusive labels and evaluated on the overlapping regions enhancing tumour, tumour "
+        "core and whole tumour, each region's probability the sum of its labels'. The split "
+        "is the paper's published one: 1050 train+validation cases (5% validation, seed "
+        "12345) and 200 test cases."
     ),
     citation=(
         "U. Baid et al., The RSNA-ASNR-MICCAI BraTS 2021 Benchmark on Brain Tumor Segmentation "
@@ -128,11 +136,11 @@ SPEC = NiftiDatasetSpec(
     intensity=ZScore(),
     include_background=True,
     samples_per_case=1,
+    augmentation="brats21",
     layout=LAYOUT,
     find_cases=find_cases,
     dev_part="",
-    test_fraction=0.2,
-    test_seed=42,
+    published_split=(TRAIN_VAL_IDS, TEST_IDS),
     val_fraction=0.05,
     crop_foreground=False,
     write_phantom_cases=write_phantom_cases,

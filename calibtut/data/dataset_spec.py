@@ -14,37 +14,38 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import CacheDataset, Dataset, partition_dataset
+from monai.data import CacheDataset, Dataset
+from monai.networks import one_hot
 from monai.transforms import (
     Compose,
-    CropForegroundd,
-    EnsureChannelFirstd,
     EnsureTyped,
-    LoadImaged,
+    MapLabelValued,
     MapTransform,
     NormalizeIntensityd,
-    Orientationd,
+    RandAdjustContrastd,
     RandAffined,
     RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandRotated,
+    RandSpatialCropd,
+    RandZoomd,
     ScaleIntensityRanged,
-    Spacingd,
     SpatialPadd,
 )
 
-from calibtut.data.errors import InvalidCaseError, describe
-from calibtut.data.transforms import CheckLabelValuesd, LabelToRegionsd
+from calibtut.data.errors import InvalidCaseError
+from calibtut.data.transforms import LabelToRegionsd
 
 SPLITS = ("train", "val", "test")
 Split = Literal["train", "val", "test"]
@@ -91,10 +92,16 @@ class ZScore:
 class DatasetSpec(abc.ABC):
     """What a dataset is: channels, classes, geometry, preprocessing, and where it comes from.
 
-    `labels` are the dataset's own label values and names. A softmax dataset predicts
-    one channel per label value (values must be 0..C-1, background first). A sigmoid
-    dataset predicts one channel per entry of `regions`, each a named set of label
-    values; regions may overlap (BraTS, KiTS).
+    `labels` are the dataset's own label values and names, background first. `regions`,
+    when given, are the classes evaluation scores: named sets of label values that may
+    overlap (KiTS's tumour ⊂ masses ⊂ kidney and masses; BraTS's ET ⊂ TC ⊂ WT).
+
+    `activation` is how the network is trained. "softmax" (the paper, for every dataset):
+    one channel per label, trained with Dice+CE on the exclusive labels; where there are
+    regions, each region's probability is the sum of its labels' softmax probabilities at
+    evaluation (the authors' `ConvertToKits23ClassesSoftmaxd`). "sigmoid" (an option for
+    datasets with regions): one sigmoid channel per region, trained with Dice+BCE on the
+    overlapping region masks.
     """
 
     name: str
@@ -115,6 +122,8 @@ class DatasetSpec(abc.ABC):
     # background channel; every sigmoid region is foreground.
     include_background: bool
     samples_per_case: int = 1
+    activation: Literal["softmax", "sigmoid"] = "softmax"
+    augmentation: Literal["affine", "brats21"] = "affine"
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
@@ -134,15 +143,24 @@ class DatasetSpec(abc.ABC):
         if self.samples_per_case < 1:
             raise ValueError(f"{self.name}: samples_per_case must be >= 1")
         values = self.label_values
-        if self.regions:
-            for region, members in self.regions:
-                if not members or not set(members) <= set(values):
-                    raise ValueError(
-                        f"{self.name}: region {region!r} = {members} must be label values of {values}"
-                    )
-        elif values != tuple(range(len(values))):
+        if len(set(values)) != len(values) or not values or values[0] != 0:
             raise ValueError(
-                f"{self.name}: a softmax dataset needs label values 0..C-1, got {values}"
+                f"{self.name}: label values must be distinct, background (0) first, got {values}"
+            )
+        for region, members in self.regions:
+            if not members or not set(members) <= set(values) - {0}:
+                raise ValueError(
+                    f"{self.name}: region {region!r} = {members} must be foreground label values "
+                    f"of {values}"
+                )
+        if self.activation not in ("softmax", "sigmoid"):
+            raise ValueError(
+                f"{self.name}: activation must be 'softmax' or 'sigmoid', got {self.activation!r}"
+            )
+        if self.activation == "sigmoid" and not self.regions:
+            raise ValueError(
+                f"{self.name}: sigmoid training needs regions; {self.name} has exclusive labels "
+                "only (use softmax)"
             )
 
     # -- derived ---------------------------------------------------------------------
@@ -152,23 +170,61 @@ class DatasetSpec(abc.ABC):
         return len(self.channel_names)
 
     @property
-    def activation(self) -> Literal["softmax", "sigmoid"]:
-        """Softmax over exclusive classes, or independent sigmoids over overlapping regions."""
-        return "sigmoid" if self.regions else "softmax"
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the network's output channels: the labels (background first) for softmax,
+        the regions for sigmoid."""
+        if self.activation == "sigmoid":
+            return tuple(name for name, _ in self.regions)
+        return tuple(name for _, name in self.labels)
 
     @property
-    def class_names(self) -> tuple[str, ...]:
-        """Names of the output channels (background first for softmax; regions for sigmoid)."""
+    def evaluated_names(self) -> tuple[str, ...]:
+        """Names of the channels evaluation scores and saves: the regions where there are
+        some (however the network was trained), else the labels, background first."""
         if self.regions:
             return tuple(name for name, _ in self.regions)
         return tuple(name for _, name in self.labels)
 
     @property
+    def background_channel(self) -> int | None:
+        """The evaluated channel of the background (0), or None when regions are evaluated."""
+        return None if self.regions else 0
+
+    @property
     def scored_classes(self) -> tuple[tuple[int, str], ...]:
-        """``(output channel, name)`` of each class the metrics score: every channel, less the
-        softmax background unless `include_background` (the paper's convention)."""
-        start = 0 if self.include_background else 1
-        return tuple((i, name) for i, name in enumerate(self.class_names) if i >= start)
+        """``(evaluated channel, name)`` of each class the metrics score: every region, or every
+        label less the background unless `include_background` (the paper's convention)."""
+        skip = self.background_channel if not self.include_background else None
+        return tuple((i, name) for i, name in enumerate(self.evaluated_names) if i != skip)
+
+    def evaluation_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
+        """The network's probabilities ``(B, out_channels, *spatial)`` as the evaluated
+        channels: where regions are evaluated on a softmax over labels, each region's
+        probability is the sum of its labels' probabilities (they are exclusive, so the sum is
+        the probability that the voxel is in the region); otherwise as they are."""
+        if not self.regions or self.activation == "sigmoid":
+            return probs
+        return torch.stack([probs[:, list(idx)].sum(1) for idx in self._region_indices()], 1)
+
+    def evaluation_target(self, label: torch.Tensor) -> torch.Tensor:
+        """The target of the evaluated channels, one-hot ``(B, C, *spatial)`` float: from a
+        class-index map ``(B, 1, *spatial)`` (softmax training) or already region channels
+        (sigmoid training)."""
+        if self.activation == "sigmoid":
+            return label.float()
+        index = label.long()
+        if not self.regions:
+            return one_hot(index, num_classes=self.out_channels, dtype=torch.float32)
+        masks = [
+            torch.isin(index[:, 0], torch.tensor(idx, device=index.device))
+            for idx in self._region_indices()
+        ]
+        return torch.stack(masks, 1).float()
+
+    def _region_indices(self) -> list[tuple[int, ...]]:
+        """Each region's labels as output channels of a softmax over the labels."""
+        channel = {value: c for c, value in enumerate(self.label_values)}
+        return [tuple(channel[v] for v in members) for _, members in self.regions]
 
     @property
     def out_channels(self) -> int:
@@ -186,11 +242,12 @@ class DatasetSpec(abc.ABC):
         return "; ".join(steps)
 
     def class_table(self) -> pd.DataFrame:
-        """What each output channel predicts, in the dataset's own label values, and whether
-        the metrics score it. Taught in notebooks/03 to 07."""
+        """What each output channel of the network predicts, in the dataset's own label values,
+        and whether the metrics score that channel (a region dataset scores its regions,
+        :meth:`region_table`). Taught in notebooks/03 to 07."""
         names = dict(self.labels)
         rows = []
-        if self.regions:
+        if self.activation == "sigmoid":
             for channel, (region, members) in enumerate(self.regions):
                 values = ", ".join(f"{v} {names[v]}" for v in members)
                 rows.append({"channel": channel, "predicts": region, "label values": values})
@@ -198,9 +255,28 @@ class DatasetSpec(abc.ABC):
             for channel, (value, name) in enumerate(self.labels):
                 rows.append({"channel": channel, "predicts": name, "label values": str(value)})
         table = pd.DataFrame(rows).set_index("channel")
-        scored = {channel for channel, _ in self.scored_classes}
+        # softmax over labels with regions: the metrics score the regions, not these channels
+        direct = self.activation == "sigmoid" or not self.regions
+        scored = {channel for channel, _ in self.scored_classes} if direct else set()
         table["scored"] = [channel in scored for channel in table.index]
         return table
+
+    def region_table(self) -> pd.DataFrame:
+        """The evaluated regions: their label values and how their probability is obtained
+        (empty without regions). Taught in notebooks/06_kits and 07_brats."""
+        names = dict(self.labels)
+        how = "sum of its labels' softmax" if self.activation == "softmax" else "its own sigmoid"
+        rows = [
+            {
+                "region": region,
+                "label values": ", ".join(f"{v} {names[v]}" for v in members),
+                "probability": how,
+            }
+            for region, members in self.regions
+        ]
+        return pd.DataFrame(rows, columns=["region", "label values", "probability"]).set_index(
+            "region"
+        )
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable description (for run configs and notebook tables)."""
@@ -213,8 +289,8 @@ class DatasetSpec(abc.ABC):
         out.update(
             in_channels=self.in_channels,
             out_channels=self.out_channels,
-            activation=self.activation,
             class_names=list(self.class_names),
+            evaluated_names=list(self.evaluated_names),
             preprocessing=self.preprocessing,
         )
         return out
@@ -246,8 +322,9 @@ class DatasetSpec(abc.ABC):
     # -- transforms ------------------------------------------------------------------
 
     @abc.abstractmethod
-    def _load_transforms(self) -> list[MapTransform]:
-        """The deterministic part: from a case dict to a preprocessed image and label map."""
+    def _load_transforms(self, intensity: bool = True) -> list[MapTransform]:
+        """The deterministic part: from a case dict to a preprocessed image and label map
+        (with ``intensity``, its intensities normalised)."""
 
     @abc.abstractmethod
     def _preprocessing_steps(self) -> list[str]:
@@ -257,47 +334,89 @@ class DatasetSpec(abc.ABC):
         """The MONAI pipeline from a case dict to training or evaluation tensors.
 
         Produces `image` float32 `(in_channels, *spatial)` and `label`: for softmax a
-        class-index map int64 `(1, *spatial)`, for sigmoid the region channels float32
-        `(out_channels, *spatial)`. Training adds a random patch crop of `patch_size`
+        class-index map int64 `(1, *spatial)` (label values mapped to 0..C-1, e.g. BraTS's
+        4 to 3), for sigmoid the region channels float32 `(out_channels, *spatial)`. Training adds a random patch crop of `patch_size`
         (half the patches centred on foreground, `samples_per_case` per case) and the
         paper's random affine augmentation; validation and test keep the whole image for
-        sliding-window inference over `val_window`.
+        sliding-window inference over `val_window`. `augmentation` "brats21" is instead the
+        paper's BraTS pipeline (from the TRABIT BraTS 2021 entry): random zoom, rotation,
+        noise, blur, contrast and flip, a random crop, then the intensity normalisation.
         """
         check_split(split)
-        steps = self._load_transforms()
-        if split == "train":
-            dims = self.spatial_dims
-            steps += [
-                SpatialPadd(KEYS, spatial_size=self.patch_size),
-                RandCropByPosNegLabeld(
-                    KEYS,
-                    label_key="label",
-                    spatial_size=self.patch_size,
-                    pos=1,
-                    neg=1,
-                    num_samples=self.samples_per_case,
-                    image_key="image",
-                    image_threshold=0,
-                ),
-                RandAffined(
-                    KEYS,
-                    prob=AFFINE_PROB,
-                    rotate_range=(AFFINE_RANGE,) * (1 if dims == 2 else 3),
-                    shear_range=(AFFINE_RANGE,) * (2 if dims == 2 else 6),
-                    translate_range=(AFFINE_RANGE,) * dims,
-                    scale_range=(AFFINE_RANGE,) * dims,
-                    mode=("bilinear", "nearest"),
-                    padding_mode=("zeros", "border"),
-                ),
-            ]
-        if self.regions:
+        train = split == "train"
+        if train and self.augmentation == "brats21":
+            steps = self._load_transforms(intensity=False) + self._brats21_augmentation()
+        else:
+            steps = self._load_transforms()
+        if train and self.augmentation == "affine":
+            steps += self._affine_augmentation()
+        sigmoid = self.activation == "sigmoid"
+        if sigmoid:
             steps.append(LabelToRegionsd("label", regions=[values for _, values in self.regions]))
-        label_dtype = torch.float32 if self.regions else torch.int64
+        elif self.label_values != tuple(range(len(self.labels))):
+            steps.append(
+                MapLabelValued(
+                    "label", list(self.label_values), list(range(len(self.labels))), dtype=np.int16
+                )
+            )
+        label_dtype = torch.float32 if sigmoid else torch.int64
         steps += [
             EnsureTyped("image", dtype=torch.float32),
             EnsureTyped("label", dtype=label_dtype),
         ]
         return Compose(steps)
+
+    def _affine_augmentation(self) -> list[MapTransform]:
+        """A patch crop (half of them centred on foreground) and the paper's random affine."""
+        dims = self.spatial_dims
+        return [
+            SpatialPadd(KEYS, spatial_size=self.patch_size),
+            RandCropByPosNegLabeld(
+                KEYS,
+                label_key="label",
+                spatial_size=self.patch_size,
+                pos=1,
+                neg=1,
+                num_samples=self.samples_per_case,
+                image_key="image",
+                image_threshold=0,
+            ),
+            RandAffined(
+                KEYS,
+                prob=AFFINE_PROB,
+                rotate_range=(AFFINE_RANGE,) * (1 if dims == 2 else 3),
+                shear_range=(AFFINE_RANGE,) * (2 if dims == 2 else 6),
+                translate_range=(AFFINE_RANGE,) * dims,
+                scale_range=(AFFINE_RANGE,) * dims,
+                mode=("bilinear", "nearest"),
+                padding_mode=("zeros", "border"),
+            ),
+        ]
+
+    def _brats21_augmentation(self) -> list[MapTransform]:
+        """The authors' brats21.yaml training augmentation, in its order, normalising last."""
+        angle = (-0.261799, 0.261799)  # 15 degrees
+        steps: list[MapTransform] = [
+            RandZoomd(
+                KEYS, min_zoom=0.7, max_zoom=1.5, mode=("trilinear", "nearest"),
+                align_corners=(True, None), prob=0.3,
+            ),
+            RandRotated(
+                KEYS, range_x=angle, range_y=angle, range_z=angle, mode=("bilinear", "nearest"),
+                align_corners=(True, None), padding_mode=("border", "border"), prob=0.3,
+            ),
+            RandGaussianNoised("image", mean=0.0, std=0.1, prob=0.2),
+            RandGaussianSmoothd(
+                "image", sigma_x=(0.5, 1.15), sigma_y=(0.5, 1.15), sigma_z=(0.5, 1.15), prob=0.2
+            ),
+            RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.3),
+            RandFlipd(KEYS, spatial_axis=[0], prob=0.5),
+            SpatialPadd(KEYS, spatial_size=self.patch_size),  # (so that every patch has its size)
+            RandSpatialCropd(KEYS, roi_size=self.patch_size, random_size=False),
+        ]  # fmt: skip
+        if self.intensity is not None:
+            steps.append(self.intensity.transform())
+        return steps
 
     def dataset(
         self,
@@ -326,202 +445,6 @@ class DatasetSpec(abc.ABC):
                 options = {"runtime_cache": True, "progress": False, **dataset_kwargs}
                 return _CacheDataset(cases, transform, **options)
             return _Dataset(cases, transform, **dataset_kwargs)
-
-
-@dataclass(frozen=True, kw_only=True)
-class NiftiDatasetSpec(DatasetSpec):
-    """A dataset of NIfTI files in its own published layout, found by `find_cases`.
-
-    Splits: `test_part` names the layout's own test part (ACDC `testing/`, AMOS
-    `imagesVa/`); without one, `test_fraction` of the cases is held out with
-    `test_seed`. The rest is split into train/val with `val_fraction` and `split_seed`,
-    by subject (`subject_of`) so that no subject is in both. `split_file`, a JSON file
-    `{"train": [ids], "val": [ids], "test": [ids]}`, overrides all of this.
-    """
-
-    layout: str
-    find_cases: Callable[[NiftiDatasetSpec, Path, str], list[Case]] = field(repr=False)
-    dev_part: str
-    test_part: str | None = None
-    test_fraction: float = 0.0
-    test_seed: int = 42
-    val_fraction: float = 0.1
-    split_seed: int = 12345
-    split_file: str | None = None
-    subject_of: Callable[[str], str] | None = field(default=None, repr=False)
-    crop_foreground: bool = True
-    write_phantom_cases: Callable[[Path, int, np.random.Generator], None] = field(repr=False)
-    phantom_cases: int
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.target_spacing is None:
-            raise ValueError(f"{self.name}: a NIfTI dataset needs a target_spacing")
-        if self.test_part is None and not 0 < self.test_fraction < 1:
-            raise ValueError(f"{self.name}: without a test part, test_fraction must be in (0, 1)")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"{self.name}: val_fraction must be in (0, 1)")
-
-    def problem(self, what: str) -> str:
-        """`what` went wrong, with this dataset's layout and the README."""
-        return describe(self.name, what, self.layout)
-
-    def cases(self, root: str | Path | None, split: Split) -> list[Case]:
-        check_split(split)
-        root = self._existing_root(root)
-        if self.split_file is not None:
-            return self._cases_from_split_file(root, split)
-        if split == "test" and self.test_part is not None:
-            how = f"the cases under {self.test_part}"
-            return self._nonempty(self.find_cases(self, root, self.test_part), split, how)
-        dev = self.find_cases(self, root, self.dev_part)
-        how = f"{len(dev)} cases"
-        if self.test_part is None:
-            dev, test = partition_dataset(
-                dev,
-                ratios=(1 - self.test_fraction, self.test_fraction),
-                shuffle=True,
-                seed=self.test_seed,
-            )
-            how += f", {self.test_fraction:g} of them held out for test with seed {self.test_seed}"
-            if split == "test":
-                return self._nonempty(test, split, how)
-        train, val = self._split_by_subject(dev)
-        how += (
-            f", {self.val_fraction:g} of the remaining subjects for val with seed {self.split_seed}"
-        )
-        return self._nonempty(train if split == "train" else val, split, how)
-
-    def _existing_root(self, root: str | Path | None) -> Path:
-        if root is None:
-            raise ValueError(self.problem("no data root given (root=None)"))
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(
-                self.problem(f"data root {root} does not exist or is not a folder")
-            )
-        return root
-
-    def _split_by_subject(self, cases: list[Case]) -> tuple[list[Case], list[Case]]:
-        subject = self.subject_of or (lambda case_id: case_id)
-        subjects = list(dict.fromkeys(subject(case["id"]) for case in cases))
-        train_subjects, _ = partition_dataset(
-            subjects,
-            ratios=(1 - self.val_fraction, self.val_fraction),
-            shuffle=True,
-            seed=self.split_seed,
-        )
-        keep = set(train_subjects)
-        train = [case for case in cases if subject(case["id"]) in keep]
-        val = [case for case in cases if subject(case["id"]) not in keep]
-        return train, val
-
-    def _nonempty(self, cases: list[Case], split: str, how: str) -> list[Case]:
-        if not cases:
-            raise ValueError(
-                self.problem(
-                    f"the {split} split is empty ({how}); the folder has too few "
-                    f"cases for it: add cases or give a split file (spec.replace(split_file=...))"
-                )
-            )
-        return sorted(cases, key=lambda case: case["id"])
-
-    def _cases_from_split_file(self, root: Path, split: str) -> list[Case]:
-        path = Path(self.split_file).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.name}: split file {path} does not exist")
-        try:
-            splits = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{self.name}: split file {path} is not valid JSON: {err}") from err
-        if not isinstance(splits, dict) or not all(isinstance(splits.get(s), list) for s in SPLITS):
-            raise ValueError(
-                f"{self.name}: split file {path} must be a JSON object with lists "
-                f'"train", "val" and "test" of case ids'
-            )
-        counts = Counter(case_id for s in SPLITS for case_id in splits[s])
-        repeated = sorted(case_id for case_id, count in counts.items() if count > 1)
-        if repeated:
-            raise ValueError(
-                f"{self.name}: split file {path} puts {repeated[:5]} in more than one place"
-            )
-        pool = {case["id"]: case for case in self.find_cases(self, root, self.dev_part)}
-        if self.test_part is not None:
-            pool.update((case["id"], case) for case in self.find_cases(self, root, self.test_part))
-        unknown = [case_id for case_id in splits[split] if case_id not in pool]
-        if unknown:
-            raise ValueError(
-                self.problem(
-                    f"split file {path} names case(s) {unknown[:5]} not found under {root}"
-                )
-            )
-        return self._nonempty(
-            [pool[case_id] for case_id in splits[split]], split, f"split file {path}"
-        )
-
-    def check_cases(self, cases: Sequence[Case], files: bool = True) -> None:
-        """Also, with `files`: every image channel and its label are 3-D volumes of the same
-        shape and voxel-to-world matrix (headers only, so it is quick)."""
-        super().check_cases(cases)
-        if not files:
-            return
-        for case in cases:
-            label = self._header(case["label"])
-            images = case["image"] if isinstance(case["image"], list | tuple) else [case["image"]]
-            for image_path in images:
-                image = self._header(image_path)
-                if image.shape != label.shape:
-                    raise InvalidCaseError(
-                        self.problem(
-                            f"image {image_path} has shape {image.shape} but its label "
-                            f"{case['label']} has shape {label.shape}"
-                        )
-                    )
-                if not np.allclose(image.affine, label.affine, rtol=0, atol=AFFINE_TOLERANCE):
-                    raise InvalidCaseError(
-                        self.problem(
-                            f"image {image_path} and its label {case['label']} have different "
-                            f"voxel-to-world matrices (affines):\n{np.round(image.affine, 4)}\n"
-                            f"vs\n{np.round(label.affine, 4)}"
-                        )
-                    )
-
-    def _header(self, path: str | Path) -> nib.spatialimages.SpatialImage:
-        try:
-            image = nib.load(path)
-        except Exception as err:  # nibabel raises several types for unreadable files
-            raise InvalidCaseError(self.problem(f"cannot read {path} as NIfTI: {err}")) from err
-        if len(image.shape) != 3:
-            raise InvalidCaseError(
-                self.problem(f"{path} has shape {image.shape}; expected a 3-D volume")
-            )
-        return image
-
-    def _load_transforms(self) -> list[MapTransform]:
-        steps: list[MapTransform] = [
-            LoadImaged(KEYS, image_only=True),
-            EnsureChannelFirstd(KEYS),
-            CheckLabelValuesd("label", self.label_values, dataset=self.name, layout=self.layout),
-        ]
-        if self.crop_foreground:
-            steps.append(CropForegroundd(KEYS, source_key="image"))
-        steps += [
-            # labels=None: axis names from the image's own space (MONAI's coming default).
-            Orientationd(KEYS, axcodes="RAS", labels=None),
-            Spacingd(KEYS, pixdim=self.target_spacing, mode=("bilinear", "nearest")),
-        ]
-        if self.intensity is not None:
-            steps.append(self.intensity.transform())
-        return steps
-
-    def _preprocessing_steps(self) -> list[str]:
-        spacing = " x ".join(f"{s:g}" for s in self.target_spacing)
-        return [
-            "crop to the bounding box of positive image voxels" if self.crop_foreground else "",
-            "reorient to RAS",
-            f"resample to {spacing} mm (bilinear image, nearest label)",
-            str(self.intensity) if self.intensity is not None else "",
-        ]
 
 
 def check_split(split: str) -> None:

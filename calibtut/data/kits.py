@@ -1,4 +1,5 @@
-"""KiTS23: kidney CT with kidney, tumour and cyst, trained as overlapping regions."""
+"""KiTS23: kidney CT with kidney, tumour and cyst, trained with a softmax over these exclusive
+labels and evaluated on the challenge's overlapping regions (the paper's setting)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibtut.data.dataset_spec import Case, HUWindow, NiftiDatasetSpec
+from calibtut.data.dataset_spec import Case, HUWindow
+from calibtut.data.nifti import NiftiDatasetSpec
 from calibtut.data.volumes import ellipsoid, render, save_nifti, smooth_noise, world_grid
 
 LAYOUT = """\
@@ -110,10 +112,12 @@ SPEC = NiftiDatasetSpec(
     title="KiTS23 (Kidney and Kidney Tumor Segmentation Challenge 2023), kidney CT",
     description=(
         "Contrast-enhanced corticomedullary-phase CT of 489 patients who underwent partial or "
-        "radical nephrectomy (M Health Fairview), with kidney, tumour and cyst annotations; "
-        "trained and evaluated as the challenge's overlapping regions kidney and masses, "
-        "masses, and tumour, with one sigmoid per region. No official labelled test set: "
-        "20% of the cases are held out with seed 42 as in the paper."
+        "radical nephrectomy (M Health Fairview), with kidney, tumour and cyst annotations. "
+        "As in the paper, the network is trained with a softmax over the four exclusive "
+        "labels and evaluated on the challenge's overlapping regions tumour, masses (tumour "
+        "and cyst) and kidney and masses, each region's probability the sum of its labels'. "
+        "No official labelled test set: 20% of the cases are held out with seed 42 as in the "
+        "paper."
     ),
     citation=(
         "N. Heller et al., The KiTS21 Challenge: Automatic segmentation of kidneys, renal "
@@ -123,7 +127,7 @@ SPEC = NiftiDatasetSpec(
     modality="CT",
     channel_names=("CT",),
     labels=((0, "background"), (1, "kidney"), (2, "tumor"), (3, "cyst")),
-    regions=(("kidney and masses", (1, 2, 3)), ("masses", (2, 3)), ("tumor", (2,))),
+    regions=(("tumor", (2,)), ("masses", (2, 3)), ("kidney and masses", (1, 2, 3))),
     spatial_dims=3,
     target_spacing=(1.0, 1.0, 1.0),
     patch_size=(128, 128, 128),

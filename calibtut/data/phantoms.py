@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from calibtut.data.catalog import DATASETS, spec
-from calibtut.data.dataset_spec import NiftiDatasetSpec
+from calibtut.data.nifti import NiftiDatasetSpec
 
 MARKER = ".calibtut-phantom.json"
 

@@ -209,7 +209,7 @@ class SyntheticSpec(DatasetSpec):
             for i, (image, label) in enumerate(zip(batch.images, batch.labels, strict=True))
         ]
 
-    def _load_transforms(self) -> list[MapTransform]:
+    def _load_transforms(self, intensity: bool = True) -> list[MapTransform]:
         return [EnsureTyped(KEYS)]
 
     def _preprocessing_steps(self) -> list[str]:

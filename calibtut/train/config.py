@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
     from calibtut.data import DatasetSpec
 
-__all__ = ["Preset", "PRESETS", "NETWORKS", "TrainConfig", "configuration_table"]
+__all__ = ["Preset", "PRESETS", "NETWORKS", "ACTIVATIONS", "TrainConfig", "configuration_table"]
 
 NETWORKS = ("segresnetds", "unet")
+ACTIVATIONS = ("softmax", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class TrainConfig:
         max_steps: caps the total number of optimiser steps (smoke tests; the schedule is then
             laid over the capped length).
         patch_size, val_window: override the spec's training patch and sliding window.
+        activation: "softmax" over the dataset's exclusive labels (the paper, every dataset) or
+            "sigmoid" per region (datasets with overlapping regions: KiTS, BraTS).
         deterministic: ``cudnn.benchmark`` off and deterministic kernels on (process-wide), for
             bit-identical resumes on a GPU; on a CPU runs are deterministic anyway.
         save_predictions: overlay arrays are kept for this many test images.
@@ -86,6 +89,7 @@ class TrainConfig:
     width: int
     patch_size: tuple[int, ...] | None = None
     val_window: tuple[int, ...] | None = None
+    activation: str = "softmax"
     num_bins: int = 20
     ace_weight: float = 0.33
     dice_weight: float = 0.33
@@ -100,6 +104,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; expected one of {', '.join(ACTIVATIONS)}"
+            )
         if self.network not in NETWORKS:
             raise ValueError(
                 f"unknown network {self.network!r}; expected one of {', '.join(NETWORKS)}"
@@ -179,6 +187,8 @@ class TrainConfig:
         base = spec(self.dataset)
         changes = {"patch_size": self.patch_size, "val_window": self.val_window}
         changes = {k: v for k, v in changes.items() if v is not None}
+        if self.activation != base.activation:
+            changes["activation"] = self.activation
         return base.replace(**changes) if changes else base
 
     def describe(self) -> dict[str, Any]:
@@ -199,6 +209,7 @@ class TrainConfig:
                 f"{self.dice_weight}, {self.ce_weight}, {self.ace_weight}"
             ),
             "bins": self.num_bins,
+            "training activation": self.activation,
         }
 
 

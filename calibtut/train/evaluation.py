@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from monai.data import ThreadDataLoader
 from monai.inferers import sliding_window_inference
-from monai.networks import one_hot
 from tqdm.auto import tqdm
 
 from calibtut.data import DatasetSpec
@@ -48,13 +47,6 @@ def predict(
     return torch.softmax(logits, 1) if data.activation == "softmax" else torch.sigmoid(logits)
 
 
-def onehot_target(label: torch.Tensor, data: DatasetSpec) -> torch.Tensor:
-    """Label maps become one-hot; sigmoid (region) targets already are."""
-    if data.activation == "softmax":
-        return one_hot(label.long(), num_classes=data.out_channels, dtype=torch.float32)
-    return label.float()
-
-
 def score_images(
     model: torch.nn.Module,
     dataset: monai.data.Dataset,
@@ -65,8 +57,9 @@ def score_images(
     progress: str | None = None,
     floor_seed: int | None = None,
 ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, ImageResults]]:
-    """Per image of ``dataset``: its id, the input, the probabilities, the one-hot target and its
-    results on the scored classes (the paper leaves the softmax background out).
+    """Per image of ``dataset``: its id, the input, the evaluated probabilities and one-hot
+    target (regions where the dataset has them, :meth:`DatasetSpec.evaluation_probabilities`)
+    and its results on the scored classes (the paper leaves the softmax background out).
 
     With ``floor_seed``, each image's results carry its noise floor, from label draws seeded by
     ``(floor_seed, image index)`` so that an evaluation is reproducible.
@@ -77,8 +70,8 @@ def score_images(
         tqdm(loader, desc=progress, leave=False, disable=progress is None)
     ):
         image = plain_tensor(item["image"], device)
-        probs = predict(model, image, data, amp)
-        target = onehot_target(plain_tensor(item["label"], device), data)
+        probs = data.evaluation_probabilities(predict(model, image, data, amp))
+        target = data.evaluation_target(plain_tensor(item["label"], device))
         generator = None
         if floor_seed is not None:
             seed = int(np.random.SeedSequence([floor_seed, index]).generate_state(1)[0])
@@ -87,8 +80,8 @@ def score_images(
             probs,
             target,
             num_bins,
-            multilabel=data.activation == "sigmoid",
-            include_background=data.include_background,
+            multilabel=bool(data.regions),
+            include_background=data.include_background or bool(data.regions),
             floor_draws=FLOOR_DRAWS if floor_seed is not None else 0,
             generator=generator,
         )
@@ -169,7 +162,7 @@ def evaluate(
         results.append(_on_cpu(result))
         ids.append(image_id)
         if index < config.save_predictions:
-            _write_overlay(run, image_id, image, probs, target, data.activation == "sigmoid")
+            _write_overlay(run, image_id, image, probs, target, bool(data.regions))
     channels, names = zip(*data.scored_classes, strict=True)
     run.write_results(ImageResults.cat(results), ids, list(names), list(channels))
     return run

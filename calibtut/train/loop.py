@@ -271,9 +271,12 @@ def _run_config(
 
     return {
         **config.to_dict(),
-        "class_names": list(data.class_names),
+        # the evaluated channels (per_image.csv's class_index, bins, overlays) and the network's
+        "class_names": list(data.evaluated_names),
+        "output_names": list(data.class_names),
+        "background_channel": data.background_channel,
         "scored_classes": [name for _, name in data.scored_classes],
-        "activation": data.activation,
+        "regions": {name: list(members) for name, members in data.regions},
         "include_background": data.include_background,
         "in_channels": data.in_channels,
         "spatial_dims": data.spatial_dims,
