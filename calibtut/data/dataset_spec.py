@@ -44,7 +44,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from calibtut.data.errors import InvalidCaseError
+from calibtut.data.errors import InvalidCaseError, describe
 from calibtut.data.transforms import LabelToRegionsd
 
 SPLITS = ("train", "val", "test")
@@ -443,8 +443,11 @@ class DatasetSpec(abc.ABC):
         with _surface_case_errors():  # a CacheDataset with runtime_cache=False loads here
             if cache:
                 options = {"runtime_cache": True, "progress": False, **dataset_kwargs}
-                return _CacheDataset(cases, transform, **options)
-            return _Dataset(cases, transform, **dataset_kwargs)
+                dataset: Dataset = _CacheDataset(cases, transform, **options)
+            else:
+                dataset = _Dataset(cases, transform, **dataset_kwargs)
+        dataset.spec = self
+        return dataset
 
 
 def check_split(split: str) -> None:
@@ -460,30 +463,58 @@ def _plain(value: Any) -> Any:
 
 
 @contextmanager
-def _surface_case_errors() -> Iterator[None]:
-    """Re-raise an `InvalidCaseError` that MONAI wrapped in "applying transform" RuntimeErrors.
+def _surface_case_errors(
+    spec: DatasetSpec | None = None, case: Case | None = None
+) -> Iterator[None]:
+    """Re-raise an `InvalidCaseError` that MONAI wrapped in "applying transform" RuntimeErrors,
+    and turn any other error while loading ``case`` into one that names the case and its files.
 
     MONAI wraps every exception raised inside a pipeline; the user needs our message
     (which file, which layout), not the name of the transform.
     """
     try:
         yield
-    except RuntimeError as err:
+    except Exception as err:
         cause: BaseException | None = err
         while cause is not None and not isinstance(cause, InvalidCaseError):
             cause = cause.__cause__
-        if cause is None:
+        if cause is not None:
+            raise cause from None
+        if spec is None or case is None:
             raise
-        raise cause from None
+        root = err
+        while root.__cause__ is not None:
+            root = root.__cause__
+        files = [
+            str(f) for key in KEYS for f in _listed(case.get(key)) if isinstance(f, str | Path)
+        ]
+        where = f" ({', '.join(files)})" if files else ""
+        raise InvalidCaseError(
+            describe(
+                spec.name,
+                f"cannot load case {case.get('id')!r}{where}: {type(root).__name__}: {root}",
+                getattr(spec, "layout", "(generated in memory)"),
+            )
+        ) from err
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 class _Dataset(Dataset):
+    spec: DatasetSpec | None = None
+
     def __getitem__(self, index: Any) -> Any:
-        with _surface_case_errors():
+        case = self.data[index] if isinstance(index, int) else None
+        with _surface_case_errors(self.spec, case):
             return super().__getitem__(index)
 
 
 class _CacheDataset(CacheDataset):
+    spec: DatasetSpec | None = None
+
     def __getitem__(self, index: Any) -> Any:
-        with _surface_case_errors():
+        case = self.data[index] if isinstance(index, int) else None
+        with _surface_case_errors(self.spec, case):
             return super().__getitem__(index)

@@ -152,7 +152,12 @@ class NiftiDatasetSpec(DatasetSpec):
 
     def _existing_root(self, root: str | Path | None) -> Path:
         if root is None:
-            raise ValueError(self.problem("no data root given (root=None)"))
+            raise ValueError(
+                self.problem(
+                    "no data folder given: pass the dataset's folder (--data-dir, or data_dir= "
+                    "in Python and the notebooks)"
+                )
+            )
         root = Path(root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(

@@ -10,11 +10,13 @@ supported, fp16 with a ``GradScaler`` elsewhere).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import monai
 import torch
+from monai.data import ThreadBuffer, ThreadDataLoader
 from monai.losses import DeepSupervisionLoss
 from monai.networks.nets import SegResNetDS, UNet
 from monai.optimizers import WarmupCosineSchedule
@@ -23,7 +25,17 @@ from calibtut.data import DatasetSpec
 from calibtut.losses import ACEDiceCELoss
 from calibtut.train.config import TrainConfig
 
-__all__ = ["BINNING", "select_device", "build_network", "build_loss", "amp_dtype", "Training"]
+__all__ = [
+    "BINNING",
+    "select_device",
+    "build_network",
+    "check_sizes",
+    "build_loss",
+    "amp_dtype",
+    "data_loader",
+    "check_count",
+    "Training",
+]
 
 BINNING = {"baseline": None, "hard": "hard", "soft": "soft"}
 """The mL1-ACE binning each loss adds to Dice+CE (None: the baseline)."""
@@ -38,6 +50,10 @@ def select_device(name: str | torch.device | None = None) -> torch.device:
     if isinstance(name, torch.device):
         return name
     if name is not None:
+        if not isinstance(name, str) or not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+            hint = f" (did you mean {name.lower()!r}?)" if isinstance(name, str) and re.fullmatch(
+                r"cpu|mps|cuda(:\d+)?", name.lower()) else ""  # fmt: skip
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {name!r}{hint}")
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {name!r} requested but CUDA is not available")
@@ -73,6 +89,33 @@ def build_network(config: TrainConfig, data: DatasetSpec) -> torch.nn.Module:
         num_res_units=1,
         norm="INSTANCE",
     )
+
+
+def downsampling(config: TrainConfig) -> int:
+    """The factor every patch and window size must be a multiple of for the network: 16 for the
+    paper's SegResNetDS (four halvings), 4 for the small UNet (two)."""
+    return 16 if config.network == "segresnetds" else 4
+
+
+def check_sizes(config: TrainConfig, data: DatasetSpec) -> None:
+    """Refuse, before anything trains, a patch or window the network cannot take.
+
+    Raises:
+        ValueError: a size is not a multiple of the network's downsampling, naming the sizes
+            that would work.
+    """
+    factor = downsampling(config)
+    for what, option, size in (
+        ("patch_size", "--patch-size", data.patch_size),
+        ("val_window", "--val-window", data.val_window),
+    ):
+        if any(s % factor for s in size):
+            fitted = " ".join(str(max(factor, round(s / factor) * factor)) for s in size)
+            raise ValueError(
+                f"{what} {' '.join(map(str, size))} does not fit the {config.network}, which "
+                f"halves each size {factor.bit_length() - 1} times: every size must be a "
+                f"multiple of {factor} (e.g. {option} {fitted})"
+            )
 
 
 def build_loss(
@@ -112,6 +155,55 @@ def plain_tensor(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if isinstance(x, monai.data.MetaTensor):
         x = x.as_tensor()
     return x.to(device, non_blocking=True)
+
+
+class _ErrorPassingBuffer(ThreadBuffer):
+    """MONAI's ThreadBuffer, but an error while loading reaches the loop that iterates.
+
+    MONAI 1.6's ThreadBuffer lets its loading thread die on an exception and the iteration
+    simply ends: an epoch, a validation or an evaluation would quietly see fewer images.
+    """
+
+    def enqueue_values(self) -> None:
+        try:
+            super().enqueue_values()
+        except BaseException as err:  # handed to the consumer, which raises it
+            self.error = err
+
+    def __iter__(self):
+        self.error: BaseException | None = None
+        yield from super().__iter__()
+        if self.error is not None:
+            raise self.error
+
+
+class _Loader(ThreadDataLoader):
+    """A ThreadDataLoader whose loading errors are raised where it is iterated."""
+
+    def __iter__(self):
+        source = super(ThreadDataLoader, self).__iter__()  # the plain DataLoader's batches
+        for batch in _ErrorPassingBuffer(source, self.buffer_size, self.buffer_timeout):
+            for _ in range(self.repeats):
+                yield batch
+
+
+def data_loader(dataset: monai.data.Dataset, **kwargs: Any) -> ThreadDataLoader:
+    """MONAI's ``ThreadDataLoader`` over ``dataset`` (batches prepared while the step runs),
+    raising any error of a case where the loop iterates, not losing it in its thread."""
+    return _Loader(dataset, **kwargs)
+
+
+def check_count(seen: int, expected: int, what: str) -> None:
+    """Refuse results that rest on fewer (or more) images than the split holds.
+
+    Raises:
+        RuntimeError: naming what was counted.
+    """
+    if seen != expected:
+        raise RuntimeError(
+            f"{what} saw {seen} images where the split holds {expected}: refusing to present "
+            "results that do not rest on every image"
+        )
 
 
 @dataclass

@@ -112,8 +112,12 @@ class TrainConfig:
             raise ValueError(
                 f"unknown network {self.network!r}; expected one of {', '.join(NETWORKS)}"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**32
+        ):
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         positive = ("epochs", "batch_size", "val_every", "width", "num_bins")
         for name in positive:
             value = getattr(self, name)

@@ -14,14 +14,20 @@ from pathlib import Path
 import monai
 import numpy as np
 import torch
-from monai.data import ThreadDataLoader
 from monai.inferers import sliding_window_inference
 from tqdm.auto import tqdm
 
 from calibtut.data import DatasetSpec
 from calibtut.metrics import FLOOR_DRAWS, ImageResults, image_results
 from calibtut.runs import RunDir
-from calibtut.train.build import amp_dtype, build_network, plain_tensor, select_device
+from calibtut.train.build import (
+    amp_dtype,
+    build_network,
+    check_count,
+    data_loader,
+    plain_tensor,
+    select_device,
+)
 from calibtut.train.config import TrainConfig
 
 __all__ = ["predict", "score_images", "validate", "evaluate"]
@@ -65,7 +71,8 @@ def score_images(
     ``(floor_seed, image index)`` so that an evaluation is reproducible.
     """
     model.eval()
-    loader = ThreadDataLoader(dataset, batch_size=1)
+    loader = data_loader(dataset, batch_size=1)
+    index = -1
     for index, item in enumerate(
         tqdm(loader, desc=progress, leave=False, disable=progress is None)
     ):
@@ -86,6 +93,7 @@ def score_images(
             generator=generator,
         )
         yield str(item["id"][0]), image, probs, target, results
+    check_count(index + 1, len(dataset), progress or "validation")
 
 
 def validate(
@@ -102,7 +110,7 @@ def validate(
         for *_, r in score_images(model, dataset, data, num_bins, device, amp)
     ]
     values = torch.cat(per_image, dim=1).double()  # (4 metrics, images, classes)
-    scores: dict[str, float] = {}
+    scores: dict[str, float] = {"val_images": len(per_image)}
     for m, metric in enumerate(VALIDATION_METRICS):
         scores[f"val_{metric}"] = float(values[m].nanmean())
         per_class = values[m].nanmean(0)

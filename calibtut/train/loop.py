@@ -9,8 +9,9 @@
   :meth:`calibtut.runs.RunDir.plan`) and then trains what is left, side by side on a CPU.
 
 Every epoch starts from random states derived from ``(seed, epoch)`` alone, so a run resumed
-from its last checkpoint continues exactly as the uninterrupted run would have (on a CPU with
-the same number of threads, or with ``deterministic=True`` on a GPU).
+from its last checkpoint continues exactly as the uninterrupted run would have: deterministic
+for a fixed thread count on a CPU (``config.json`` records it and a resume uses it again), and
+with ``deterministic=True`` on a GPU.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from typing import Any
 import monai
 import numpy as np
 import torch
-from monai.data import ThreadDataLoader
 from tqdm.auto import tqdm
 
 import calibtut
@@ -37,7 +37,14 @@ from calibtut.data import DatasetSpec
 from calibtut.data.phantoms import MARKER as PHANTOM_MARKER
 from calibtut.methods import LOSSES
 from calibtut.runs import RunDir, run_path
-from calibtut.train.build import Training, plain_tensor, select_device
+from calibtut.train.build import (
+    Training,
+    check_count,
+    check_sizes,
+    data_loader,
+    plain_tensor,
+    select_device,
+)
 from calibtut.train.config import TrainConfig
 from calibtut.train.evaluation import evaluate, validate
 
@@ -89,11 +96,16 @@ def train(
         raise FileExistsError(
             f"{run.path} is a finished run; pass overwrite=True (--overwrite) to train it again"
         )
+    check_sizes(config, data)
     train_ds = data.dataset(data_dir, "train")
     val_ds = data.dataset(data_dir, "val")
+    data.check_cases(data.cases(data_dir, "test"))  # the test split too, before hours of training
     if plan == "train":
         run.clear()
         run.write_config(_run_config(config, data, device, data_dir))
+    elif device.type == "cpu" and run.config.get("threads"):
+        # results depend on the thread count (a sum's order): resume with the run's own
+        torch.set_num_threads(int(run.config["threads"]))
 
     training, state, total_steps = _start(run, plan, config, data, device, len(train_ds))
     if not state["finished"]:
@@ -200,7 +212,7 @@ def _train_epoch(
     """One pass over the training set; returns the epoch's history row."""
     generator = _seed_everything(config.seed, epoch)
     device = training.device
-    loader = ThreadDataLoader(
+    loader = data_loader(
         dataset,
         batch_size=config.batch_size,
         shuffle=True,
@@ -210,7 +222,7 @@ def _train_epoch(
     )
     log_every = 1 if device.type == "cpu" else 20
     loss_sum = torch.zeros((), device=device)
-    steps = 0
+    steps = images = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress)
     for batch in bar:
@@ -219,17 +231,21 @@ def _train_epoch(
         )
         loss_sum += loss
         steps += 1
+        images += len(batch["id"])
         state["step"] += 1
         if steps % log_every == 0:
             mean = _finite_loss(loss_sum / steps, epoch, state["step"])
             bar.set_postfix(loss=f"{mean:.4f}", lr=f"{training.lr:.2e}")
         if config.max_steps is not None and state["step"] >= config.max_steps:
             break
+    else:  # a whole epoch: it must have seen every patch of every case
+        check_count(images, len(dataset) * samples_per_case(dataset), f"training epoch {epoch}")
     bar.close()
     mean = _finite_loss(loss_sum / max(steps, 1), epoch, state["step"])
     return {
         "epoch": epoch,
         "step": state["step"],
+        "train_patches": images,
         "train_loss": mean,
         "lr": training.lr,
         "epoch_time_s": time.perf_counter() - start,
@@ -251,6 +267,12 @@ def _format_scores(epoch: int, row: dict[str, Any]) -> str:
         f"epoch {epoch}: loss {row['train_loss']:.4f}, val Dice {row['val_dice']:.4f}, "
         f"ECE {row['val_ece']:.4f}, ACE {row['val_ace']:.4f}, MCE {row['val_mce']:.4f}"
     )
+
+
+def samples_per_case(dataset: monai.data.Dataset) -> int:
+    """Patches one case gives per epoch: the crop's ``num_samples`` (1 without such a crop)."""
+    transforms = getattr(getattr(dataset, "transform", None), "transforms", ())
+    return max([int(getattr(t, "num_samples", 1)) for t in transforms] or [1])
 
 
 def _seed_everything(*key: int) -> torch.Generator:
@@ -291,6 +313,8 @@ def _run_config(
             "at the start of every epoch"
         ),
         "device": str(device),
+        # CPU results are deterministic for a fixed thread count, which a resume reuses
+        "threads": torch.get_num_threads(),
         "amp_dtype": str(amp_dtype(config, device)),
         "versions": {
             "calibtut": calibtut.__version__,
