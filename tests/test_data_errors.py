@@ -61,7 +61,7 @@ def test_missing_root(tmp_path, name):
 
 
 def test_no_root():
-    with pytest.raises(ValueError, match="no data root"):
+    with pytest.raises(ValueError, match="no data folder given"):
         spec("kits").dataset(None, "train")
 
 
