@@ -4,6 +4,17 @@ Per image and class, mL1-ACE is the mean over occupied bins of |mean prediction 
 target|. With hard bins its gradient reaches each voxel through its bin's mean prediction;
 with soft bins it also flows through the bin shares, which calibrates more at some Dice cost.
 ``ACEDiceCELoss`` adds it to MONAI's Dice+CE, the paper's compound loss.
+
+Example:
+    Two bins split at 0.5. Bin 0 holds 0.1, 0.2, 0.3 (targets 0, 0, 1): mean 0.2 against 1/3,
+    a gap of 2/15; bin 1 holds 0.8 (target 1), a gap of 0.2. mL1-ACE = (2/15 + 0.2) / 2 = 1/6.
+
+    >>> import torch
+    >>> from calibtut.losses import HardL1ACELoss
+    >>> probs = torch.tensor([[[0.1, 0.2, 0.3, 0.8]]])
+    >>> target = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+    >>> round(HardL1ACELoss(num_bins=2)(probs, target).item(), 4)
+    0.1667
 """
 
 from __future__ import annotations
@@ -17,13 +28,44 @@ from monai.networks import one_hot
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from calibtut.binning import BinStats, hard_binning, soft_binning
+from calibtut.binning import (
+    BinStats,
+    _check_not_empty,
+    _check_num_bins,
+    _check_weight,
+    hard_binning,
+    soft_binning,
+)
 
 __all__ = ["HardL1ACELoss", "SoftL1ACELoss", "ACEDiceCELoss", "l1_ace", "l1_ace_gradient"]
 
 
 def l1_ace(bins: BinStats) -> torch.Tensor:
-    """Differentiable mean over occupied bins of the calibration gap, ``(B, C)``; 0 with no occupied bin."""
+    """Differentiable mean over occupied bins of the calibration gap, ``(B, C)``; 0 with no occupied bin.
+
+    The mL1-ACE of each image and class: what both losses average. It is 0 rather than NaN
+    where no bin is occupied, so a loss never turns NaN on an empty class.
+
+    Args:
+        bins: per image and class bins (:func:`calibtut.binning.hard_binning` or
+            :func:`calibtut.binning.soft_binning`).
+
+    Returns:
+        ``(B, C)`` tensor, differentiable through the bins' sums.
+
+    Example:
+        Class 0 occupies bins 0 and 2 with gaps |0.3 - 0.5| = 0.2 and |0.9 - 1| = 0.1: mean 0.15.
+        Class 1 has no occupied bin: 0.
+
+        >>> import torch
+        >>> bins = BinStats(
+        ...     pred_sum=torch.tensor([[[0.6, 0.0, 2.7], [0.0, 0.0, 0.0]]]),
+        ...     target_sum=torch.tensor([[[1.0, 0.0, 3.0], [0.0, 0.0, 0.0]]]),
+        ...     count=torch.tensor([[[2.0, 0.0, 3.0], [0.0, 0.0, 0.0]]]),
+        ... )
+        >>> l1_ace(bins)
+        tensor([[0.1500, 0.0000]])
+    """
     occupied = bins.occupied
     safe = torch.where(occupied, bins.count, torch.ones_like(bins.count))
     gap = ((bins.pred_sum - bins.target_sum) / safe).abs()
@@ -54,9 +96,7 @@ class _L1ACELoss(_Loss):
             raise ValueError(
                 "Incompatible activations: set at most one of sigmoid=True, softmax=True, other_act."
             )
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}.")
-        self.num_bins = num_bins
+        self.num_bins = _check_num_bins(num_bins)
         self.include_background = include_background
         self.to_onehot_y = to_onehot_y
         self.sigmoid = sigmoid
@@ -75,8 +115,26 @@ class _L1ACELoss(_Loss):
         self.register_buffer("class_weight", class_weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``input`` (B, C, *spatial) logits or probabilities; ``target`` one-hot or a label map."""
-        probs, target = self._prepare(input, target)
+        """The mL1-ACE of a batch.
+
+        Args:
+            input: ``(B, C, *spatial)`` logits (with an activation) or probabilities.
+            target: one-hot ``(B, C, *spatial)``, or a label map ``(B, 1, *spatial)`` with
+                ``to_onehot_y=True``.
+
+        Returns:
+            The loss: a scalar (``"mean"``, ``"sum"``) or ``(B, C, 1, ...)`` (``"none"``).
+
+        Raises:
+            TypeError: an input is not a tensor, or ``input`` is not floating point.
+            ValueError: bad shapes, an empty input, bad label values or probabilities
+                (``validate``), or class weights that do not fit the classes.
+        """
+        return self._loss(input, target, check_labels=self.validate)
+
+    def _loss(self, input: torch.Tensor, target: torch.Tensor, check_labels: bool) -> torch.Tensor:
+        """:meth:`forward`, with the label values checked only when ``check_labels``."""
+        probs, target = self._prepare(input, target, check_labels)
         bins = self._bins(probs, target)
         loss = l1_ace(bins)
         if self.ignore_empty_classes:
@@ -90,6 +148,9 @@ class _L1ACELoss(_Loss):
             return loss.sum()
         return loss.view(*loss.shape, *([1] * (input.ndim - 2)))
 
+    def _bins(self, probs: torch.Tensor, target: torch.Tensor) -> BinStats:
+        raise NotImplementedError
+
     def _weights(self, num_classes: int) -> torch.Tensor:
         w = self.class_weight
         if w.ndim == 0:
@@ -102,35 +163,26 @@ class _L1ACELoss(_Loss):
         return w
 
     def _prepare(
-        self, input: torch.Tensor, target: torch.Tensor
+        self, input: torch.Tensor, target: torch.Tensor, check_labels: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
-            raise TypeError("input and target must be torch.Tensors.")
-        if input.ndim < 3:
-            raise ValueError(
-                f"input must have shape (B, C, *spatial) with at least 3 dims, got {tuple(input.shape)}."
-            )
-        if not input.is_floating_point():
-            raise TypeError(
-                f"input must be floating point (logits or probabilities), got {input.dtype}."
-            )
+        _check_input(input, target)
         n_pred_ch = input.shape[1]
         probs = input
         if self.sigmoid:
             probs = torch.sigmoid(probs)
         if self.softmax:
             if n_pred_ch == 1:
-                warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=3)
+                warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=4)
             else:
                 probs = torch.softmax(probs.float() if probs.dtype == torch.float16 else probs, 1)
         if self.other_act is not None:
             probs = self.other_act(probs)
         if self.to_onehot_y:
-            target = _label_map_to_onehot(target, input, self.validate)
+            target = _label_map_to_onehot(target, input, check_labels)
         if not self.include_background:
             if n_pred_ch == 1:
                 warnings.warn(
-                    "single channel prediction, `include_background=False` ignored.", stacklevel=3
+                    "single channel prediction, `include_background=False` ignored.", stacklevel=4
                 )
             else:
                 probs, target = probs[:, 1:], target[:, 1:]
@@ -142,7 +194,23 @@ class _L1ACELoss(_Loss):
         return probs, target
 
 
-def _label_map_to_onehot(target: torch.Tensor, input: torch.Tensor, validate: bool) -> torch.Tensor:
+def _check_input(input: torch.Tensor, target: torch.Tensor) -> None:
+    """The checks of a loss's input that need no look at its values (no GPU synchronisation)."""
+    if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError("input and target must be torch.Tensors.")
+    if input.ndim < 3:
+        raise ValueError(
+            f"input must have shape (B, C, *spatial) with at least 3 dims, got {tuple(input.shape)}."
+        )
+    if not input.is_floating_point():
+        raise TypeError(
+            f"input must be floating point (logits or probabilities), got {input.dtype}."
+        )
+    _check_not_empty("input", input)
+
+
+def _check_label_map(target: torch.Tensor, input: torch.Tensor, values: bool = True) -> None:
+    """calibtut's label check: the shape of a label map always, its values when ``values``."""
     n = input.shape[1]
     expected = (input.shape[0], 1, *input.shape[2:])
     if tuple(target.shape) != expected:
@@ -150,9 +218,10 @@ def _label_map_to_onehot(target: torch.Tensor, input: torch.Tensor, validate: bo
             f"with to_onehot_y=True the target must be a label map of shape {expected}, "
             f"got {tuple(target.shape)}."
         )
+    if not values:
+        return
     labels = target.detach()
-    if not validate:
-        return one_hot(labels.long(), num_classes=n, dtype=torch.float32)
+    _check_not_empty("target", labels)
     if labels.is_floating_point() and not torch.equal(labels, labels.round()):
         raise ValueError("label map must hold integer class indices, found non-integer values.")
     lo, hi = (float(v) for v in torch.aminmax(labels))
@@ -160,23 +229,150 @@ def _label_map_to_onehot(target: torch.Tensor, input: torch.Tensor, validate: bo
         raise ValueError(
             f"label values must lie in [0, {n - 1}] for {n} classes, got [{lo:g}, {hi:g}]."
         )
-    return one_hot(labels.long(), num_classes=n, dtype=torch.float32)
+
+
+def _label_map_to_onehot(target: torch.Tensor, input: torch.Tensor, validate: bool) -> torch.Tensor:
+    """The one-hot ``(B, C, *spatial)`` of a label map, after :func:`_check_label_map`."""
+    _check_label_map(target, input, validate)
+    return one_hot(target.detach().long(), num_classes=input.shape[1], dtype=torch.float32)
 
 
 class HardL1ACELoss(_L1ACELoss):
-    """mL1-ACE with hard (MONAI-convention) bins: calibrates while keeping Dice."""
+    """mL1-ACE with hard (MONAI-convention) bins: calibrates while keeping Dice.
+
+    Each voxel's gradient is that of its bin's mean prediction: the loss pulls a whole bin's
+    probabilities towards the bin's accuracy, and a voxel never changes bin through it. The
+    arguments follow MONAI's losses (``DiceLoss``).
+
+    Args:
+        num_bins: the number of equal-width bins over [0, 1] (the paper's 20).
+        include_background: score channel 0 too (False drops it after the activation).
+        to_onehot_y: the target is a label map ``(B, 1, *spatial)``, one-hot encoded here.
+        sigmoid: apply a sigmoid to ``input`` (multi-label regions).
+        softmax: apply a softmax over the channels of ``input``.
+        other_act: any other activation (a callable); at most one of the three.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` over images and classes.
+        weight: one weight per scored class, or one for all (finite, >= 0).
+        ignore_empty_classes: a class absent from an image's target adds 0 (the paper's choice).
+        validate: check the input values (label range, NaN, probabilities in [0, 1]); they
+            synchronise a GPU with the host.
+
+    Raises:
+        TypeError: ``other_act`` is not callable.
+        ValueError: several activations, a bad ``num_bins``, ``weight`` or ``reduction``.
+
+    Example:
+        The module docstring's hand-worked case: 1/6 with two bins; with 20 bins every value is
+        alone in its bin, gaps 0.1, 0.2, 0.7 and 0.2, mean 0.3.
+
+        >>> import torch
+        >>> probs = torch.tensor([[[0.1, 0.2, 0.3, 0.8]]])
+        >>> target = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+        >>> round(HardL1ACELoss(num_bins=2)(probs, target).item(), 4)
+        0.1667
+        >>> round(HardL1ACELoss()(probs, target).item(), 4)
+        0.3
+
+    Taught in notebooks/02_hard_and_soft_binning.
+    """
+
+    def __init__(
+        self,
+        num_bins: int = 20,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        reduction: LossReduction | str = LossReduction.MEAN,
+        weight: Sequence[float] | float | torch.Tensor | None = None,
+        ignore_empty_classes: bool = True,
+        validate: bool = True,
+    ) -> None:
+        super().__init__(
+            num_bins=num_bins,
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            reduction=reduction,
+            weight=weight,
+            ignore_empty_classes=ignore_empty_classes,
+            validate=validate,
+        )
 
     def _bins(self, probs: torch.Tensor, target: torch.Tensor) -> BinStats:
         return hard_binning(probs, target, self.num_bins, validate=self.validate)
 
 
 class SoftL1ACELoss(_L1ACELoss):
-    """mL1-ACE with soft bins (linear shares between bin centres): calibrates most."""
+    """mL1-ACE with soft bins (linear shares between bin centres): calibrates most.
 
-    def __init__(self, *args, empty_weight: float = 0.01, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not empty_weight >= 0:
-            raise ValueError(f"empty_weight must be >= 0, got {empty_weight!r}.")
+    The gradient also flows through each voxel's shares of its two nearest bins, so the loss
+    can move a probability towards a better-calibrated bin; it calibrates more than the hard
+    loss, at some Dice cost. A bin whose total weight is under ``empty_weight`` is empty.
+
+    Args:
+        num_bins: the number of bins (the paper's 20).
+        include_background: score channel 0 too (False drops it after the activation).
+        to_onehot_y: the target is a label map ``(B, 1, *spatial)``, one-hot encoded here.
+        sigmoid: apply a sigmoid to ``input`` (multi-label regions).
+        softmax: apply a softmax over the channels of ``input``.
+        other_act: any other activation (a callable); at most one of the three.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` over images and classes.
+        weight: one weight per scored class, or one for all (finite, >= 0).
+        ignore_empty_classes: a class absent from an image's target adds 0 (the paper's choice).
+        validate: check the input values (label range, NaN, probabilities in [0, 1]); they
+            synchronise a GPU with the host.
+        empty_weight: the occupancy threshold of a soft bin (keyword only; a finite number >= 0).
+
+    Raises:
+        TypeError: ``other_act`` is not callable.
+        ValueError: several activations, a bad ``num_bins``, ``weight``, ``reduction`` or
+            ``empty_weight``.
+
+    Example:
+        Two bins, centres 0.25 and 0.75: 0.1 goes wholly to bin 0, 0.9 to bin 1, 0.5 half to
+        each. With targets 0, 1, 1 the gaps are 0.15 / 1.5 = 0.1 and 0.35 / 1.5 = 7/30, mean 1/6.
+
+        >>> import torch
+        >>> probs = torch.tensor([[[0.1, 0.5, 0.9]]], dtype=torch.float64)
+        >>> target = torch.tensor([[[0.0, 1.0, 1.0]]], dtype=torch.float64)
+        >>> round(SoftL1ACELoss(num_bins=2)(probs, target).item(), 4)
+        0.1667
+
+    Taught in notebooks/02_hard_and_soft_binning.
+    """
+
+    def __init__(
+        self,
+        num_bins: int = 20,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        reduction: LossReduction | str = LossReduction.MEAN,
+        weight: Sequence[float] | float | torch.Tensor | None = None,
+        ignore_empty_classes: bool = True,
+        validate: bool = True,
+        *,
+        empty_weight: float = 0.01,
+    ) -> None:
+        super().__init__(
+            num_bins=num_bins,
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            reduction=reduction,
+            weight=weight,
+            ignore_empty_classes=ignore_empty_classes,
+            validate=validate,
+        )
+        _check_weight("empty_weight", empty_weight)
         self.empty_weight = empty_weight
 
     def _bins(self, probs: torch.Tensor, target: torch.Tensor) -> BinStats:
@@ -191,7 +387,47 @@ class ACEDiceCELoss(_Loss):
     overlapping BraTS and KiTS regions). Defaults are the paper's configuration; ``softmax``
     defaults to ``not sigmoid``, so ``sigmoid=True`` alone selects the multi-label losses.
     ``validate=False`` skips the input checks, which synchronise a GPU with the host; training
-    loops that check the loss for NaN where they log can turn them off.
+    loops that check the loss for NaN where they log can turn them off. With ``validate=True``
+    a label map is checked by calibtut before MONAI's Dice+CE sees it.
+
+    Args:
+        binning: ``"hard"``, ``"soft"`` or None (no mL1-ACE term).
+        ace_weight: the weight of mL1-ACE (a finite number >= 0).
+        dice_weight: the weight of Dice (a finite number >= 0).
+        ce_weight: the weight of cross-entropy (a finite number >= 0).
+        num_bins: the mL1-ACE's number of bins (a positive integer).
+        include_background: score channel 0 too, in all three terms.
+        to_onehot_y: the target is a label map ``(B, 1, *spatial)``.
+        sigmoid: sigmoid activation and BCE (multi-label regions).
+        softmax: softmax activation and CE (None: ``not sigmoid``).
+        empty_weight: the soft bins' occupancy threshold (a finite number >= 0).
+        squared_pred: MONAI Dice's squared denominator (the paper's setting).
+        smooth_nr: MONAI Dice's numerator smoothing.
+        smooth_dr: MONAI Dice's denominator smoothing.
+        ignore_empty_classes: mL1-ACE adds 0 for a class absent from an image.
+        validate: check input values (labels, probabilities) before computing anything.
+
+    Raises:
+        ValueError: an unknown ``binning``, both activations, a weight that is NaN, infinite,
+            negative or a bool, or a bad ``num_bins``.
+
+    Example:
+        The compound loss is MONAI's Dice+CE plus ``ace_weight`` times the mL1-ACE:
+
+        >>> import torch
+        >>> logits = torch.tensor([[[[2.0, -1.0, 0.5]], [[-2.0, 1.0, 0.0]]]])  # (1, 2, 1, 3)
+        >>> labels = torch.tensor([[[[0, 1, 1]]]])                               # (1, 1, 1, 3)
+        >>> loss = ACEDiceCELoss(binning="soft", to_onehot_y=True)
+        >>> dice_ce = ACEDiceCELoss(binning=None, to_onehot_y=True)(logits, labels)
+        >>> ace = SoftL1ACELoss(softmax=True, to_onehot_y=True)(logits, labels)
+        >>> bool(torch.isclose(loss(logits, labels), dice_ce + 0.33 * ace))
+        True
+        >>> loss(logits, torch.tensor([[[[0, 1, 5]]]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: label values must lie in [0, 1] for 2 classes, got [0, 5].
+
+    Taught in notebooks/02_hard_and_soft_binning and 03_training_with_calibration_losses.
     """
 
     def __init__(
@@ -213,23 +449,18 @@ class ACEDiceCELoss(_Loss):
         validate: bool = True,
     ) -> None:
         super().__init__()
-        if binning not in ("hard", "soft", None):
-            raise ValueError(f"binning must be 'hard', 'soft' or None (baseline), got {binning!r}.")
-        if softmax is None:
-            softmax = not sigmoid
-        if sigmoid and softmax:
-            raise ValueError(
-                "Incompatible activations: set only one of sigmoid=True, softmax=True."
-            )
+        softmax = _compound_activation(binning, sigmoid, softmax)
         for name, value in (
             ("ace_weight", ace_weight),
             ("dice_weight", dice_weight),
             ("ce_weight", ce_weight),
+            ("empty_weight", empty_weight),
         ):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
+            _check_weight(name, value)
         self.binning = binning
         self.ace_weight = ace_weight
+        self.to_onehot_y = to_onehot_y
+        self.validate = validate
         self.dice_ce = DiceCELoss(
             include_background=include_background,
             to_onehot_y=to_onehot_y,
@@ -250,19 +481,45 @@ class ACEDiceCELoss(_Loss):
             ignore_empty_classes=ignore_empty_classes,
             validate=validate,
         )
+        self.ace: _L1ACELoss | None = None
         if binning == "hard":
-            self.ace: _L1ACELoss | None = HardL1ACELoss(**ace_args)
+            self.ace = HardL1ACELoss(**ace_args)
         elif binning == "soft":
             self.ace = SoftL1ACELoss(**ace_args, empty_weight=empty_weight)
-        else:
-            self.ace = None
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``input`` logits (B, C, *spatial); ``target`` one-hot or label map (with to_onehot_y)."""
+        """The compound loss of a batch (a scalar).
+
+        Args:
+            input: logits ``(B, C, *spatial)``.
+            target: one-hot ``(B, C, *spatial)``, or a label map ``(B, 1, *spatial)`` with
+                ``to_onehot_y=True`` (checked here, before MONAI's Dice+CE sees it).
+
+        Returns:
+            ``dice_weight * Dice + ce_weight * CE (+ ace_weight * mL1-ACE)``.
+
+        Raises:
+            TypeError: an input is not a tensor, or ``input`` is not floating point.
+            ValueError: bad shapes, an empty input, or (``validate``) bad label values.
+        """
+        _check_input(input, target)
+        if self.to_onehot_y:
+            _check_label_map(target, input, self.validate)
         loss = self.dice_ce(input, target)
         if self.ace is not None and self.ace_weight > 0:
-            loss = loss + self.ace_weight * self.ace(input, target)
+            loss = loss + self.ace_weight * self.ace._loss(input, target, check_labels=False)
         return loss
+
+
+def _compound_activation(binning: str | None, sigmoid: bool, softmax: bool | None) -> bool:
+    """Check ``binning`` and the activations of :class:`ACEDiceCELoss`; the softmax flag to use."""
+    if binning not in ("hard", "soft", None):
+        raise ValueError(f"binning must be 'hard', 'soft' or None (baseline), got {binning!r}.")
+    if softmax is None:
+        softmax = not sigmoid
+    if sigmoid and softmax:
+        raise ValueError("Incompatible activations: set only one of sigmoid=True, softmax=True.")
+    return softmax
 
 
 def l1_ace_gradient(
@@ -287,11 +544,19 @@ def l1_ace_gradient(
     Returns:
         The loss and ``d loss / d probs`` (the shape of ``probs``).
 
+    Raises:
+        ValueError: an unknown ``binning``, or input the losses refuse.
+
     Example:
+        0.3 (target 0) and 0.8 (target 1) are each alone in a bin, gaps 0.3 and 0.2: mL1-ACE
+        0.25, and each gradient is the sign of its gap over the two occupied bins.
+
         >>> import torch
         >>> loss, grad = l1_ace_gradient(torch.tensor([[[0.3, 0.8]]]), torch.tensor([[[0., 1.]]]))
         >>> round(loss, 2), grad.tolist()
         (0.25, [[[0.5, -0.5]]])
+
+    Taught in notebooks/02_hard_and_soft_binning (the binning playground).
     """
     if binning not in ("hard", "soft"):
         raise ValueError(f"binning must be 'hard' or 'soft', got {binning!r}.")

@@ -24,11 +24,17 @@ __all__ = ["Method", "METHODS", "LOSSES", "BASELINE", "COMPARED_LOSSES", "method
 class Method:
     """One way of training a segmentation network, as every layer names and draws it.
 
-    Attributes:
+    Args:
         name: the key in run paths, ``config.json`` and ``--loss``.
         title: how legends and tables name it (what it adds to the Dice+CE baseline).
         colour: its colour in every figure that compares methods.
         description: one sentence for help texts and notebooks.
+
+    Example:
+        >>> METHODS["hard"]
+        Method(name='hard', title='+ hard mL1-ACE', colour='tab:blue', description=...)
+        >>> [m.title for m in METHODS.values()]
+        ['Dice+CE', '+ hard mL1-ACE', '+ soft mL1-ACE']
     """
 
     name: str
@@ -77,6 +83,14 @@ def method(name: str) -> Method:
 
     Raises:
         ValueError: an unknown name (the message lists the known ones).
+
+    Example:
+        >>> method("baseline").title, method("hard").colour
+        ('Dice+CE', 'tab:blue')
+        >>> method("medium")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown loss 'medium'; expected one of baseline, hard, soft
     """
     try:
         return METHODS[name]

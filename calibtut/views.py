@@ -72,7 +72,26 @@ EXAMPLE_TARGETS = (0, 0, 1, 0, 1, 0, 1, 1)
 
 def labelled(runs: Runs) -> dict[str, RunDir]:
     """``{label: RunDir}``: a mapping as given, or a list of runs (or paths to resolve) labelled
-    by the dataset/loss/seed parts that differ between them."""
+    by the dataset/loss/seed parts that differ between them.
+
+    Runs of one dataset and seed are labelled by their loss, so they get the loss's colour and
+    legend; where the parts cannot tell two runs apart, their paths label them.
+
+    Args:
+        runs: ``{label: RunDir}``, or runs, paths of runs or folders of runs
+            (:func:`calibtut.runs.resolve_runs`).
+
+    Returns:
+        ``{label: RunDir}`` in the order given.
+
+    Raises:
+        ValueError: no runs, or a path that is not an evaluated run.
+        FileNotFoundError: a path that is neither a run nor a folder of runs.
+
+    Example:
+        >>> list(labelled("runs/demo/synthetic"))                 # doctest: +SKIP
+        ['baseline', 'hard', 'soft']
+    """
     if isinstance(runs, Mapping):
         if not runs:
             raise ValueError("runs must not be empty.")
@@ -90,7 +109,22 @@ def labelled(runs: Runs) -> dict[str, RunDir]:
 
 
 def by_loss(runs: Iterable[RunDir], seed: int | None = None) -> dict[str, RunDir]:
-    """The runs keyed by loss, in the methods' order (the lowest seed of each, or ``seed``)."""
+    """The runs keyed by loss, in the methods' order (the lowest seed of each, or ``seed``).
+
+    Args:
+        runs: the runs to choose from.
+        seed: take each loss's run of this seed (None: its lowest seed).
+
+    Returns:
+        ``{loss: RunDir}``, baseline first (:data:`calibtut.methods.LOSSES`).
+
+    Example:
+        >>> from calibtut.runs import find_runs
+        >>> by_loss(find_runs("runs/demo"), seed=0)               # doctest: +SKIP
+        {'baseline': RunDir('runs/demo/synthetic/baseline/seed_0'), ...}
+
+    Taught in notebooks/08_exploring_reliability.
+    """
     chosen: dict[str, RunDir] = {}
     for run in sorted(runs, key=lambda r: int(r.config.get("seed", 0))):
         config = run.config
@@ -109,7 +143,17 @@ def _results(runs: Runs) -> dict[str, RunResults]:
 
 
 def shared_classes(results: Mapping[str, RunResults]) -> list[str]:
-    """The scored classes of runs shown together; they must score the same ones."""
+    """The scored classes of runs shown together; they must score the same ones.
+
+    Args:
+        results: ``{label: RunResults}`` of the runs.
+
+    Returns:
+        The class names, in the order of the bins' class axis.
+
+    Raises:
+        ValueError: the runs score different classes.
+    """
     names = {label: tuple(r.class_names) for label, r in results.items()}
     if len(set(names.values())) != 1:
         raise ValueError(f"runs shown together must score the same classes, got {names}.")
@@ -136,13 +180,40 @@ def learning_curves(
     *,
     fig: Canvas | None = None,
 ) -> Figure:
-    """The runs' ``history.csv`` columns ``metrics`` against the epoch (validation epochs only)."""
+    """The runs' ``history.csv`` columns ``metrics`` against the epoch (validation epochs only).
+
+    Args:
+        runs: the runs (a mapping ``{label: RunDir}`` or runs to label).
+        metrics: ``history.csv`` columns, one panel each.
+        fig: a Figure or SubFigure to draw into.
+
+    Returns:
+        The figure (:func:`calibtut.plots.plot_learning_curves`).
+
+    Example:
+        >>> learning_curves(runs, ("train_loss", "val_ace"))      # doctest: +SKIP
+
+    Taught in notebooks/03_training_with_calibration_losses and 04_acdc to 07_brats.
+    """
     histories = {label: run.history() for label, run in labelled(runs).items()}
     return plots.plot_learning_curves(histories, metrics, fig=fig)
 
 
 def dice_vs_ace(runs: Runs, *, ax: Axes | None = None) -> Figure:
-    """Per test image, Dice against ACE (the paper's class means), one colour per run."""
+    """Per test image, Dice against ACE (the paper's class means), one colour per run.
+
+    Args:
+        runs: the runs.
+        ax: an Axes to draw into.
+
+    Returns:
+        The figure (:func:`calibtut.plots.plot_dice_vs_ace`).
+
+    Example:
+        >>> dice_vs_ace(runs)                                     # doctest: +SKIP
+
+    Taught in notebooks/03_training_with_calibration_losses.
+    """
     means = {label: r.image_means() for label, r in _results(runs).items()}
     return plots.plot_dice_vs_ace(means, ax=ax)
 
@@ -169,6 +240,16 @@ def reliability_diagrams(
     Returns:
         The figure; where the runs saved noise floors (``ace_floor``), each panel prints the floor
         beside the ACE (at the saved number of bins only).
+
+    Raises:
+        ValueError: the runs score different classes, an unknown class or image, or a
+            ``num_bins`` that does not divide the saved number.
+
+    Example:
+        >>> reliability_diagrams(runs, typical_image(runs["baseline"]))   # doctest: +SKIP
+
+    Taught in notebooks/00_start_here, 03_training_with_calibration_losses and
+    08_exploring_reliability (the image explorer).
     """
     results = _results(runs)
     names = shared_classes(results)
@@ -209,7 +290,27 @@ def dataset_histograms(
 ) -> Figure:
     """The runs' dataset reliability histograms, one row per run, sharing one colour scale.
 
-    ``classes`` names the panels (None: every scored class); ``num_bins`` re-bins.
+    Args:
+        runs: the runs (they must score the same classes).
+        classes: class names of the panels (None: every scored class).
+        num_bins: re-bin the saved bins to this many (a divisor of the saved number).
+        norm: the colour scale, ``"log"``, ``"power"`` or ``"linear"``.
+        include_average: add the panel averaged over the classes.
+        title: a title.
+        fig: a Figure or SubFigure to draw into.
+
+    Returns:
+        The figure (:func:`calibtut.plots.compare_dataset_reliability_histograms`).
+
+    Raises:
+        ValueError: the runs score different classes, an unknown class, or a ``num_bins`` that
+            does not divide the saved number.
+
+    Example:
+        >>> dataset_histograms(runs, classes=["lesion"], num_bins=10)   # doctest: +SKIP
+
+    Taught in notebooks/03_training_with_calibration_losses, 04_acdc to 07_brats and
+    08_exploring_reliability (the dataset explorer).
     """
     results = _results(runs)
     names = shared_classes(results)
@@ -236,9 +337,29 @@ def overlays(
 ) -> Figure:
     """Image, truth, prediction, confidence and errors of one test image under each run.
 
-    ``image_id`` None takes the first (sorted) image that every run saved. ``channel`` names
-    the region shown for multi-label (sigmoid) datasets, e.g. KiTS's "tumor"; None is the first.
     Class names come from the runs' ``config.json``, which must agree.
+
+    Args:
+        runs: the runs.
+        image_id: the test image (None: the first, sorted, that every run saved).
+        channel: the region shown for multi-label (sigmoid) datasets, e.g. KiTS's "tumor"
+            (None: the first).
+        slice_index: the slice of a 3D image (None: the one with the most foreground).
+        axis: the axis to slice along.
+        fig: a Figure or SubFigure to draw into.
+
+    Returns:
+        The figure (:func:`calibtut.plots.compare_image_overlays`).
+
+    Raises:
+        ValueError: the runs name different classes, share no saved prediction, or ``channel``
+            is not one of the classes.
+
+    Example:
+        >>> overlays(runs, channel="tumor")                      # doctest: +SKIP
+
+    Taught in notebooks/00_start_here, 03_training_with_calibration_losses, 04_acdc to
+    07_brats and 08_exploring_reliability (the image explorer).
     """
     chosen = labelled(runs)
     names = {label: run.config.get("class_names") for label, run in chosen.items()}
@@ -267,7 +388,19 @@ def overlays(
 def paired_changes(
     runs: Runs, metrics: Sequence[str] = ("ace", "mce", "dice"), *, fig: Canvas | None = None
 ) -> Figure:
-    """Each test image's baseline value against its value under the other losses (same seed)."""
+    """Each test image's baseline value against its value under the other losses (same seed).
+
+    Args:
+        runs: the runs, a baseline among them.
+        metrics: per-image metrics, one panel each.
+        fig: a Figure or SubFigure to draw into.
+
+    Returns:
+        The figure (:func:`calibtut.plots.plot_paired_changes`).
+
+    Example:
+        >>> paired_changes(runs, ("ace", "dice"))                 # doctest: +SKIP
+    """
     from calibtut.paper import percentage_changes, runs_frame
 
     pairs = percentage_changes(runs_frame(list(labelled(runs).values())))
@@ -279,7 +412,24 @@ def paired_changes(
 
 def typical_image(run: RunDir, metric: str = "ace") -> str:
     """The test image whose per-image ``metric`` (class mean) is the median of the run's: a
-    typical image rather than a best or worst case."""
+    typical image rather than a best or worst case.
+
+    Args:
+        run: an evaluated run.
+        metric: a per-image metric (``per_image.csv`` column).
+
+    Returns:
+        The image's id.
+
+    Raises:
+        ValueError: no image has a value of ``metric``.
+
+    Example:
+        >>> typical_image(runs["baseline"], "ace")                # doctest: +SKIP
+        'case_017'
+
+    Taught in notebooks/03_training_with_calibration_losses.
+    """
     values = run.results().image_means()[metric].dropna().sort_values()
     if values.empty:
         raise ValueError(f"{run.path} has no image with a {metric} value.")
@@ -288,7 +438,21 @@ def typical_image(run: RunDir, metric: str = "ace") -> str:
 
 def class_summary(run: RunDir, num_bins: int | None = None) -> pd.DataFrame:
     """Per scored class: macro (per image, then averaged) and micro (pooled) ECE/ACE/MCE, and
-    the mean Dice over the images that hold the class (``per_image.csv``)."""
+    the mean Dice over the images that hold the class (``per_image.csv``).
+
+    Args:
+        run: an evaluated run.
+        num_bins: re-bin the saved bins to this many (None: as saved).
+
+    Returns:
+        One row per scored class: ``macro_ece``, ``macro_ace``, ``macro_mce``, ``micro_ece``,
+        ``micro_ace``, ``micro_mce`` and ``dice``.
+
+    Example:
+        >>> class_summary(runs["soft"], num_bins=10)              # doctest: +SKIP
+
+    Taught in notebooks/08_exploring_reliability (the dataset explorer).
+    """
     results = run.results()
     bins = results.rebinned(num_bins)
     macro, micro = macro_errors(bins), micro_errors(bins)
@@ -304,7 +468,19 @@ def class_summary(run: RunDir, num_bins: int | None = None) -> pd.DataFrame:
 
 def confidence_directions(runs: Runs) -> pd.DataFrame:
     """Per run and class, the shares of its dataset histogram's counts that are overconfident,
-    on the diagonal and underconfident (:func:`calibtut.metrics.confidence_direction`)."""
+    on the diagonal and underconfident (:func:`calibtut.metrics.confidence_direction`).
+
+    Args:
+        runs: the runs.
+
+    Returns:
+        One row per (run, class), the three shares as columns.
+
+    Example:
+        >>> confidence_directions(by_loss(find_runs("runs/demo")))   # doctest: +SKIP
+
+    Taught in notebooks/08_exploring_reliability.
+    """
     rows = {}
     for label, r in _results(runs).items():
         direction = confidence_direction(dataset_reliability_histogram(r.bins))
@@ -318,7 +494,21 @@ def confidence_directions(runs: Runs) -> pd.DataFrame:
 
 
 def image_metrics(runs: Runs, image_id: str, classes: Sequence[str] | None = None) -> pd.DataFrame:
-    """One test image's ``per_image.csv`` values under each run, for the shown classes."""
+    """One test image's ``per_image.csv`` values under each run, for the shown classes.
+
+    Args:
+        runs: the runs.
+        image_id: the test image.
+        classes: class names to keep (None: all).
+
+    Returns:
+        One row per (run, class): Dice, ECE, ACE, MCE and the noise floors where saved.
+
+    Example:
+        >>> image_metrics(runs, "case_017", classes=["lesion"])   # doctest: +SKIP
+
+    Taught in notebooks/08_exploring_reliability (the image explorer).
+    """
     frames = []
     for label, r in _results(runs).items():
         table = r.per_image[r.per_image["image_id"] == image_id]
@@ -335,7 +525,16 @@ def image_metrics(runs: Runs, image_id: str, classes: Sequence[str] | None = Non
 
 @dataclass(frozen=True)
 class BinningExample:
-    """Where one probability is binned, and the mL1-ACE and its gradient on a small example."""
+    """Where one probability is binned, and the mL1-ACE and its gradient on a small example.
+
+    Args:
+        weights: the value's share of each bin ``(num_bins,)`` (one 1 for hard bins).
+        probs: the example's probabilities, the value last.
+        targets: their targets.
+        loss: the example's mL1-ACE.
+        gradient: ``d loss / d probs``.
+        figure: :func:`calibtut.plots.binning_figure` of all of it.
+    """
 
     weights: torch.Tensor
     probs: torch.Tensor
@@ -350,8 +549,24 @@ def binning_example(
 ) -> BinningExample:
     """Bin ``value`` (with its ``target``) alone, and evaluate the loss on the example with it.
 
-    The example is :data:`EXAMPLE_PROBS`/:data:`EXAMPLE_TARGETS` plus the value; the figure is
-    :func:`calibtut.plots.binning_figure`. Taught in notebooks/02_hard_and_soft_binning.
+    What the binning playground shows: the example is :data:`EXAMPLE_PROBS` /
+    :data:`EXAMPLE_TARGETS` plus the value; the figure is :func:`calibtut.plots.binning_figure`.
+
+    Args:
+        value: the probability to bin, in [0, 1].
+        num_bins: the number of bins.
+        binning: ``"soft"`` or ``"hard"``.
+        target: the value's target (0 or 1).
+
+    Returns:
+        :class:`BinningExample`.
+
+    Example:
+        >>> example = binning_example(0.5, num_bins=2, binning="soft")   # doctest: +SKIP
+        >>> example.weights                                              # doctest: +SKIP
+        tensor([0.5000, 0.5000], dtype=torch.float64)
+
+    Taught in notebooks/02_hard_and_soft_binning.
     """
     probs = torch.tensor([*EXAMPLE_PROBS, value], dtype=torch.float64).view(1, 1, -1)
     targets = torch.tensor([*EXAMPLE_TARGETS, target], dtype=torch.float64).view(1, 1, -1)

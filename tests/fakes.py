@@ -124,6 +124,9 @@ def evaluated_run(
             "class_names": channels,
             "scored_classes": list(classes),
             "activation": activation,
+            "background_channel": channels.index("background")
+            if "background" in channels
+            else None,
             "num_bins": bins.num_bins,
             **(config or {}),
         }
@@ -162,7 +165,7 @@ def loss_runs(
 
 PAPER_BUNDLES = {
     "acdc": ("acdc17_{}_dice_ce_1", 3),
-    "amos": ("amos22_{}_dice_ce_nl", 4),
+    "amos": ("amos22_{}_dice_ce_nl", 15),
     "kits": ("kits23_{}_dice_ce_nl", 3),
     "brats": ("brats21_{}_dice_ce_nl", 3),
 }
@@ -178,13 +181,32 @@ PAPER_METRIC_FILES = {
 HARD_FACTORS = (0.8, 0.9, 0.7, 0.8, 0.6, 1.0)
 SOFT_FACTOR = 0.6
 DICE_FACTORS = {"hard": 1.0, "soft": 0.98}
+# Ground-truth-absent flags (image, class) per dataset, as missing_classes_raw.csv holds them. An
+# absent AMOS class has a NaN Dice (as amos_0029); in KiTS and BraTS the flags index raw labels,
+# not the scored regions, so the metric files are untouched (as the authors').
+MISSING_FLAGS = {"acdc": (), "amos": ((1, 14),), "kits": ((0, 2), (3, 2)), "brats": ((5, 0),)}
+RESULTS_FOLDER = "inference_results"
+COMPLETE_CASES_FOLDER = "inference_results_complete_cases_only"
+COMPLETE_CASES_DATASETS = ("amos", "kits", "brats")  # ACDC is complete: no such folder
+# The complete-case files hold the complete images only, each value times this factor (the
+# authors re-ran inference on them, so their values differ slightly): every ratio to the
+# baseline, hence every percentage change, is that of the full files on the same images.
+RERUN_FACTOR = 1.001
+
+
+def complete_images(dataset: str, images: int = 6) -> list[int]:
+    """The fixture's images of ``dataset`` whose ground truth holds every class."""
+    incomplete = {image for image, _ in MISSING_FLAGS[dataset]}
+    return [i for i in range(images) if i not in incomplete]
 
 
 def write_paper_results(root: str | Path, images: int = 6) -> Path:
     """A small copy of the paper's published per-image results, in the authors' exact layout and
-    file format (repeated ``mean`` header, one NaN Dice for an absent AMOS class), with chosen
-    values: ``images`` test images per dataset whose changes are known by hand (see
-    :data:`HARD_FACTORS`). Returns ``root``."""
+    file format (repeated ``mean`` header, NaN Dice for an absent AMOS class), with chosen values:
+    ``images`` test images per dataset whose changes are known by hand (see
+    :data:`HARD_FACTORS`), the flags of :data:`MISSING_FLAGS`, and for AMOS, KiTS and BraTS the
+    complete-case files (:data:`COMPLETE_CASES_FOLDER`, see :data:`RERUN_FACTOR`). Returns
+    ``root``."""
     root = Path(root)
     rng = np.random.default_rng(7)
     for dataset, (bundle, n_classes) in PAPER_BUNDLES.items():
@@ -192,25 +214,39 @@ def write_paper_results(root: str | Path, images: int = 6) -> Path:
         baseline = {m: rng.uniform(0.05, 0.5, (images, n_classes)) for m in PAPER_METRIC_FILES}
         baseline["dice"] = rng.uniform(0.6, 0.95, (images, n_classes))
         missing = np.zeros((images, n_classes))
-        if dataset == "amos":
-            missing[1, -1] = 1  # image 1 lacks its last class: NaN Dice, as amos_0029
+        for image, c in MISSING_FLAGS[dataset]:
+            if image < images:
+                missing[image, c] = 1
+        complete = complete_images(dataset, images)
         for loss, folder in PAPER_LOSS_DIRS.items():
+            run = bundle.format(folder)
             for metric, stem in PAPER_METRIC_FILES.items():
                 values = baseline[metric].copy()
                 if metric == "dice":
                     values = values * DICE_FACTORS.get(loss, 1.0)
-                    values[missing == 1] = np.nan
+                    if dataset == "amos":
+                        values[missing == 1] = np.nan
                 elif loss == "hard":
                     values = values * np.asarray(HARD_FACTORS[:images])[:, None]
                 elif loss == "soft":
                     values = values * SOFT_FACTOR
-                _write_paper_csv(root, bundle.format(folder), stem, names, values, repeats=2)
-            _write_paper_csv(root, bundle.format(folder), "missing_classes", names, missing, 3)
+                _write_paper_csv(root, run, RESULTS_FOLDER, stem, names, values, repeats=2)
+                if dataset in COMPLETE_CASES_DATASETS:
+                    _write_paper_csv(
+                        root, run, COMPLETE_CASES_FOLDER, stem, [names[i] for i in complete],
+                        values[complete] * RERUN_FACTOR, repeats=1,
+                    )  # fmt: skip
+            _write_paper_csv(root, run, RESULTS_FOLDER, "missing_classes", names, missing, 3)
+            if dataset in COMPLETE_CASES_DATASETS:
+                _write_paper_csv(
+                    root, run, COMPLETE_CASES_FOLDER, "missing_classes",
+                    [names[i] for i in complete], missing[complete], 7,
+                )  # fmt: skip
     return root
 
 
-def _write_paper_csv(root, bundle, stem, names, values, repeats) -> None:
-    path = root / "bundles" / bundle / "seed_12345" / "inference_results" / f"{stem}_raw.csv"
+def _write_paper_csv(root, bundle, folder, stem, names, values, repeats) -> None:
+    path = root / "bundles" / bundle / "seed_12345" / folder / f"{stem}_raw.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     n = values.shape[1]
     header = ["filename", *(f"class{i}" for i in range(n)), *(["mean"] * repeats)]
@@ -289,6 +325,7 @@ def model_run(
         {
             "dataset": dataset, "loss": loss, "seed": seed, "class_names": list(class_names),
             "num_bins": num_bins, "activation": "softmax", "include_background": score_background,
+            "background_channel": 0,
         }
     )  # fmt: skip
     scored = list(range(first, n_classes))

@@ -18,6 +18,7 @@ from calibtut.binning import (
     BinStats,
     bin_centres,
     bin_edges,
+    check_probabilities,
     hard_bin_index,
     hard_binning,
     soft_binning,
@@ -487,3 +488,58 @@ def test_bad_empty_weight():
     probs, target = random_inputs((1, 1, 4))
     with pytest.raises(ValueError, match="empty_weight"):
         soft_binning(probs, target, 5, empty_weight=-0.1)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.1, True, "0.01"])
+def test_empty_weight_must_be_a_finite_non_negative_number(value):
+    probs, target = random_inputs((1, 1, 4))
+    with pytest.raises(ValueError, match=rf"empty_weight must be a finite number >= 0.*{value!r}"):
+        soft_binning(probs, target, 5, empty_weight=value)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4), (2, 0, 4, 4)])
+@pytest.mark.parametrize("validate", [True, False])
+def test_empty_batch_is_named(shape, validate):
+    probs, target = torch.rand(shape), torch.zeros(shape)
+    for fn in (hard_binning, soft_binning):
+        with pytest.raises(ValueError, match=r"probs is empty \(shape"):
+            fn(probs, target, validate=validate)
+    with pytest.raises(ValueError, match=r"probs is empty \(shape"):
+        check_probabilities(probs, target)
+
+
+def test_min_max_of_an_empty_tensor_is_refused_before_aminmax():
+    from calibtut.binning import _extremes
+
+    with pytest.raises(ValueError, match=r"target is empty \(shape \(2, 0\)\)"):
+        _extremes("target", torch.zeros(2, 0))
+
+
+@pytest.mark.parametrize(
+    "num_bins", [np.int64(5), np.int32(5), np.uint16(5), np.array(5), torch.tensor(5)]
+)
+def test_integer_like_num_bins_are_accepted(num_bins):
+    probs, target = random_inputs((2, 2, 6), seed=4)
+    for fn in (hard_binning, soft_binning):
+        bins = fn(probs, target, num_bins)
+        assert bins.num_bins == 5 and type(bins.num_bins) is int
+        torch.testing.assert_close(bins.count, fn(probs, target, 5).count)
+    assert torch.equal(hard_bin_index(probs, num_bins), hard_bin_index(probs, 5))
+    assert torch.equal(bin_edges(num_bins), bin_edges(5))
+    assert torch.equal(bin_centres(num_bins), bin_centres(5))
+    fine = hard_binning(probs, target, 10)
+    torch.testing.assert_close(fine.rebinned(num_bins).count, fine.rebinned(5).count)
+
+
+@pytest.mark.parametrize("num_bins", [20.0, np.float64(5), np.True_, torch.tensor(True), "5", None])
+def test_bool_float_and_other_num_bins_are_refused(num_bins):
+    probs, target = random_inputs((1, 1, 4))
+    for fn in (
+        hard_binning,
+        soft_binning,
+        lambda p, t, n: hard_bin_index(p, n),
+        lambda p, t, n: bin_edges(n),
+        lambda p, t, n: hard_binning(p, t, 10).rebinned(n),
+    ):
+        with pytest.raises(ValueError, match="num_bins must be a positive integer"):
+            fn(probs, target, num_bins)

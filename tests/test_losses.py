@@ -3,6 +3,7 @@ Dice+CE, by gradcheck and by property."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -388,8 +389,131 @@ def test_bad_compound_arguments_are_named():
         ACEDiceCELoss(binning="medium")
     with pytest.raises(ValueError, match="Incompatible activations"):
         ACEDiceCELoss(sigmoid=True, softmax=True)
-    with pytest.raises(ValueError, match="ace_weight must be >= 0"):
+    with pytest.raises(ValueError, match="ace_weight must be a finite number >= 0"):
         ACEDiceCELoss(ace_weight=-0.1)
+
+
+@pytest.mark.parametrize("name", ["ace_weight", "dice_weight", "ce_weight", "empty_weight"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, True, "0.3", None])
+def test_compound_weights_must_be_finite_non_negative_numbers(name, value):
+    """NaN passes `value < 0`: it used to drop the mL1-ACE term without a word."""
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0.*got {value!r}"):
+        ACEDiceCELoss(binning="soft", **{name: value})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5, True])
+def test_soft_loss_empty_weight_must_be_a_finite_non_negative_number(value):
+    with pytest.raises(ValueError, match=rf"empty_weight must be a finite number >= 0.*{value!r}"):
+        SoftL1ACELoss(empty_weight=value)
+
+
+def test_good_weights_of_any_real_type_are_accepted():
+    for value in (0, 0.0, 1, np.float32(0.5), np.int64(2)):
+        ACEDiceCELoss(binning="soft", ace_weight=value, dice_weight=value, empty_weight=value)
+        assert SoftL1ACELoss(empty_weight=value).empty_weight == value
+
+
+@pytest.mark.parametrize("binning", ["hard", "soft", None])
+@pytest.mark.parametrize("bad", [5, -1])
+def test_compound_loss_checks_labels_before_monai(binning, bad):
+    """MONAI's Dice+CE would answer "index 5 is out of bounds"; calibtut names the range."""
+    logits = torch.randn(2, 3, 4, 4)
+    labels = torch.zeros(2, 1, 4, 4)
+    labels[1, 0, 2, 3] = bad
+    loss = ACEDiceCELoss(binning=binning, to_onehot_y=True)
+    with pytest.raises(ValueError, match=r"label values must lie in \[0, 2\] for 3 classes"):
+        loss(logits, labels)
+    with pytest.raises(ValueError, match="integer class indices"):
+        loss(logits, torch.full((2, 1, 4, 4), 0.5))
+    with pytest.raises(ValueError, match="label map of shape"):
+        loss(logits, torch.zeros(2, 3, 4, 4))
+
+
+def test_compound_loss_checks_label_values_once_and_keeps_its_value(monkeypatch):
+    import calibtut.losses as losses
+
+    value_checks = []
+    real = losses._check_label_map
+
+    def counting(target, input, values=True):
+        value_checks.append(values)
+        real(target, input, values)
+
+    monkeypatch.setattr(losses, "_check_label_map", counting)
+    logits, target = random_inputs((2, 3, 4, 4), seed=3)
+    labels = target.argmax(1, keepdim=True)
+    value = ACEDiceCELoss(binning="hard", to_onehot_y=True)(logits, labels)
+    # one look at the label values (a GPU synchronisation) per call, not one per term
+    assert value_checks.count(True) == 1
+    dice_ce = _monai_dice_ce(to_onehot_y=True, softmax=True)(logits, labels)
+    ace = HardL1ACELoss(softmax=True, to_onehot_y=True)(logits, labels)
+    torch.testing.assert_close(value, dice_ce + 0.33 * ace)
+    unchecked = ACEDiceCELoss(binning="hard", to_onehot_y=True, validate=False)(logits, labels)
+    torch.testing.assert_close(unchecked, dice_ce + 0.33 * ace)
+
+
+EMPTY_SHAPES = [(0, 3, 4, 4), (2, 3, 0, 4), (2, 0, 4, 4)]
+
+
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+@pytest.mark.parametrize("validate", [True, False])
+def test_empty_batch_is_named_by_every_loss(shape, validate):
+    """A label map used to reach aminmax before any emptiness check (a bare RuntimeError)."""
+    logits = torch.randn(shape)
+    onehot = torch.zeros(shape)
+    labels = torch.zeros(shape[0], 1, *shape[2:])
+    losses = (
+        [(Loss(validate=validate), onehot) for Loss in LOSSES.values()]
+        + [
+            (Loss(to_onehot_y=True, softmax=True, validate=validate), labels)
+            for Loss in LOSSES.values()
+        ]
+        + [
+            (ACEDiceCELoss(binning=b, validate=validate, **kw), t)
+            for b in ("hard", "soft", None)
+            for kw, t in (
+                ({}, onehot),
+                ({"to_onehot_y": True}, labels),
+                ({"sigmoid": True}, onehot),
+            )
+        ]
+    )
+    for loss, target in losses:
+        with pytest.raises(ValueError, match=r"input is empty \(shape"):
+            loss(logits, target)
+
+
+@pytest.mark.parametrize("num_bins", [np.int64(5), np.int32(5), np.uint8(5), torch.tensor(5)])
+def test_integer_like_num_bins_are_accepted(num_bins):
+    probs, target = random_inputs((2, 3, 4, 4), seed=2)
+    probs = probs.softmax(1)
+    for Loss in LOSSES.values():
+        loss = Loss(num_bins=num_bins)
+        assert type(loss.num_bins) is int and loss.num_bins == 5
+        torch.testing.assert_close(loss(probs, target), Loss(num_bins=5)(probs, target))
+    compound = ACEDiceCELoss(num_bins=num_bins)
+    assert compound.ace.num_bins == 5 and type(compound.ace.num_bins) is int
+
+
+@pytest.mark.parametrize(
+    "num_bins", [True, np.True_, torch.tensor(True), 20.0, np.float64(20), 0, -2]
+)
+def test_bool_float_and_small_num_bins_are_refused_by_the_losses(num_bins):
+    for Loss in [*LOSSES.values(), ACEDiceCELoss]:
+        with pytest.raises(ValueError, match="num_bins must be a positive integer"):
+            Loss(num_bins=num_bins)
+
+
+def test_loss_signatures_are_explicit():
+    import inspect
+
+    base = list(inspect.signature(HardL1ACELoss.__init__).parameters)
+    assert base[:3] == ["self", "num_bins", "include_background"] and "args" not in base
+    soft = inspect.signature(SoftL1ACELoss.__init__).parameters
+    assert list(soft)[: len(base)] == base
+    assert soft["empty_weight"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert soft["empty_weight"].default == 0.01
+    assert SoftL1ACELoss(7, False).num_bins == 7  # positional arguments as before
 
 
 def test_single_channel_softmax_is_ignored_with_a_warning():

@@ -419,3 +419,49 @@ def test_image_results_with_floor_and_their_concatenation():
     assert joined.bins.count.shape == (2, 3, 20) and joined.floor.mce.shape == (2, 3)
     torch.testing.assert_close(joined.errors.ace, image_results(probs, target, 20).errors.ace)
     assert ImageResults.cat([image_results(probs, target, 20)]).floor is None
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4)])
+def test_empty_batch_is_named_by_the_metrics(shape):
+    probs, target = torch.rand(shape), torch.zeros(shape)
+    for include_background in (True, False):
+        for reduction in ("expected", "average", "maximum"):
+            with pytest.raises(ValueError, match=r"probs is empty \(shape"):
+                calibration_error(probs, target, 20, reduction, include_background)
+        with pytest.raises(ValueError, match=r"probs is empty \(shape"):
+            image_results(probs, target, include_background=include_background)
+    with pytest.raises(ValueError, match=r"probs is empty \(shape"):
+        CumulativeCalibration()(probs, target)
+
+
+@pytest.mark.parametrize("num_bins", [np.int64(10), np.int32(10), torch.tensor(10)])
+def test_integer_like_num_bins_are_accepted_by_the_metrics(num_bins):
+    probs, target = inputs((2, 3, 6, 6), seed=8)
+    for reduction in ("expected", "average", "maximum"):
+        torch.testing.assert_close(
+            calibration_error(probs, target, num_bins, reduction),
+            calibration_error(probs, target, 10, reduction),
+        )
+    results = image_results(probs, target, num_bins, floor_draws=2)
+    assert results.bins.num_bins == 10 and results.draws.target_sums.shape[-1] == 10
+    metric = CumulativeCalibration(num_bins=num_bins)
+    assert type(metric.num_bins) is int
+    metric(probs, target)
+    assert metric.bins().num_bins == 10
+    draws = draw_floor_labels(probs, 20, draws=2)
+    assert draws.rebinned(num_bins).target_sums.shape[-1] == 10
+
+
+@pytest.mark.parametrize("num_bins", [True, np.True_, 10.0, np.float64(10), 0, -1, "10"])
+def test_bool_float_and_small_num_bins_are_refused_by_the_metrics(num_bins):
+    probs, target = inputs((1, 2, 4, 4))
+    draws = draw_floor_labels(probs, 20, draws=2)
+    for make in (
+        lambda: calibration_error(probs, target, num_bins),
+        lambda: image_results(probs, target, num_bins),
+        lambda: CumulativeCalibration(num_bins=num_bins),  # at construction, not at first call
+        lambda: draw_floor_labels(probs, num_bins),
+        lambda: draws.rebinned(num_bins),
+    ):
+        with pytest.raises(ValueError, match="num_bins must be a positive integer"):
+            make()

@@ -390,11 +390,21 @@ def test_09_paper_results(execute, tmp_path, paper_root):
     assert {d: n["baseline"] for d, n in result["test_images"].items()} == {
         d: counts[d] for d in ("acdc", "amos", "kits", "brats")
     }
+    assert result["paper_available"] is True
     for row in result["table"]:
         want = table_row(expected, row["dataset"], row["metric"], row["loss"])
         assert row["mean"] == pytest.approx(want["mean"]) and row["std"] == pytest.approx(
             want["std"]
         )
+        assert row["p_value"] == pytest.approx(want["p_value"])  # the paper's t-test
+        assert row["p_wilcoxon"] == pytest.approx(want["p_wilcoxon"])
+    complete = paper.complete_cases_table(root)
+    assert len(result["complete_cases"]) == len(complete)
+    for row in result["complete_cases"]:
+        want = table_row(complete, row["dataset"], row["metric"], row["loss"])
+        assert row["mean"] == pytest.approx(want["mean"]) and row["n"] == want["n"]
+    missing = paper.missing_classes_report(root).cases
+    assert result["missing_classes"] == missing.to_dict(orient="records")
     acdc = published_cells(result["table"], "paper", "acdc")
     if published:
         assert (
@@ -420,6 +430,18 @@ def test_09_paper_results(execute, tmp_path, paper_root):
         )
         everything = published_cells(result["table"], "paper", "all")
         assert everything[("ace", "soft")]["n"] == sum(PUBLISHED_TEST_IMAGES.values())
+        # the authors' p-val_results.md (paired t-test), and the rank test that disagrees
+        assert float(f"{acdc[('ace', 'hard')]['p_value']:.3e}") == 6.991e-26
+        kits = published_cells(result["table"], "paper", "kits")
+        assert float(f"{kits[('dice', 'hard')]['p_value']:.3e}") == 0.6471
+        assert round(kits[("dice", "hard")]["p_wilcoxon"], 3) == 0.027
+        complete_kits = published_cells(result["complete_cases"], "paper", "kits")
+        assert round(complete_kits[("ace", "hard")]["mean"], 2) == -15.50
+        assert complete_kits[("ace", "hard")]["n"] == 43
+        cases = {
+            row["dataset"]: (row["incomplete"], row["images"]) for row in result["missing_classes"]
+        }
+        assert cases == {"acdc": (0, 100), "amos": (13, 100), "kits": (55, 98), "brats": (8, 200)}
     yours = published_cells(result["with_yours"], "yours", "acdc")  # the fake runs' chosen changes
     for metric in ("ace", "ece", "mce"):
         assert yours[(metric, "hard")]["mean"] == pytest.approx(-20.0)
@@ -429,3 +451,30 @@ def test_09_paper_results(execute, tmp_path, paper_root):
     assert yours[("dice", "hard")]["mean"] == pytest.approx(0.0)
     beside = published_cells(result["with_yours"], "paper", "acdc")
     assert beside[("ace", "soft")]["mean"] == pytest.approx(acdc[("ace", "soft")]["mean"])
+
+
+@pytest.mark.notebook
+def test_09_paper_results_offline(execute, tmp_path, monkeypatch):
+    """Offline and without a local copy, 09 says what is missing and how to point it at a copy
+    (its paper_root parameter), and goes on with your runs."""
+    monkeypatch.setenv("CALIBTUT_CACHE", str(tmp_path / "cache"))  # no file cached before
+    monkeypatch.setenv(paper.PAPER_URL_VARIABLE, "http://127.0.0.1:9/")  # a closed port
+    fake_acdc_runs(tmp_path / "runs")
+    result = execute("09_paper_results", paper_root=None)
+    assert result["paper_available"] is False
+    assert result["table"] is None and result["complete_cases"] is None
+    assert result["test_images"] is None and result["missing_classes"] is None
+    yours = published_cells(result["with_yours"], "yours", "acdc")
+    assert yours[("ace", "soft")]["mean"] == pytest.approx(-50.0)
+    assert {row["source"] for row in result["with_yours"]} == {"yours"}
+    executed = nbformat.read(tmp_path / "09_paper_results.executed.ipynb", as_version=4)
+    printed = "".join(
+        output.get("text", "")
+        for cell in executed.cells
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream"
+    )
+    assert "The paper's results could not be loaded" in printed
+    assert "http://127.0.0.1:9/" in printed and "paper_root" in printed
+    assert "your runs (if any) are shown at the end" in printed
+    assert "Your runs on real data: acdc/baseline/seed_0" in printed

@@ -9,6 +9,7 @@ import csv
 import functools
 import http.server
 import math
+import shutil
 import statistics
 import threading
 from collections.abc import Iterator
@@ -18,15 +19,22 @@ import numpy as np
 import pandas as pd
 import pytest
 from fakes import (
+    COMPLETE_CASES_DATASETS,
+    COMPLETE_CASES_FOLDER,
     DICE_FACTORS,
     HARD_FACTORS,
+    MISSING_FLAGS,
     PAPER_BUNDLES,
     PAPER_LOSS_DIRS,
     PAPER_METRIC_FILES,
+    RERUN_FACTOR,
+    RESULTS_FOLDER,
     SOFT_FACTOR,
+    complete_images,
     evaluated_run,
     write_paper_results,
 )
+from scipy.stats import t as t_distribution
 
 from calibtut import paper
 from calibtut.plots import plot_per_image_distributions
@@ -63,6 +71,11 @@ def results_root(request) -> Path:
 @pytest.fixture(scope="module")
 def paper_table(shared_root: Path) -> pd.DataFrame:
     return paper.percentage_change_table(shared_root)
+
+
+@pytest.fixture(scope="module")
+def complete_table(shared_root: Path) -> pd.DataFrame:
+    return paper.complete_cases_table(shared_root)
 
 
 # --- the paper's numbers ----------------------------------------------------------------------
@@ -102,21 +115,252 @@ def test_fixture_table_equals_its_hand_known_changes(fixture_root):
     assert counts == {"acdc": 6, "amos": 6, "kits": 6, "brats": 6, "all": 24}
 
 
-def _reference_means(root: Path, dataset: str, loss: str, metric: str) -> list[tuple[str, float]]:
-    """(filename, mean column) per row, read with the csv module alone."""
-    bundle = PAPER_BUNDLES[dataset][0].format(PAPER_LOSS_DIRS[loss])
-    path = (
-        root
-        / "bundles"
-        / bundle
-        / "seed_12345"
-        / "inference_results"
-        / f"{PAPER_METRIC_FILES[metric]}_raw.csv"
+# The paired t-test p-values of the authors' results_scripts/p-val_results.md (their
+# calc_p_vals.py: scipy.stats.ttest_rel on the `mean` column), printed to 4 significant digits:
+# (dataset, metric) -> (baseline vs hard, baseline vs soft).
+PUBLISHED_T_TEST = {
+    ("amos", "ace"): (0.01148, 3.839e-22),
+    ("amos", "ece"): (0.2244, 0.08832),
+    ("amos", "mce"): (0.0009338, 1.932e-28),
+    ("amos", "dice"): (0.02925, 1.13e-07),
+    ("acdc", "ace"): (6.991e-26, 1.385e-42),
+    ("acdc", "ece"): (3.08e-23, 2.092e-26),
+    ("acdc", "mce"): (2.603e-28, 1.348e-48),
+    ("acdc", "dice"): (0.981, 1.148e-06),
+    ("kits", "ace"): (4.153e-05, 3.962e-11),
+    ("kits", "ece"): (0.2911, 0.7587),
+    ("kits", "mce"): (8.575e-08, 1.479e-14),
+    ("kits", "dice"): (0.6471, 0.8972),
+    ("brats", "ace"): (8.048e-05, 1.273e-26),
+    ("brats", "ece"): (0.6345, 0.5674),
+    ("brats", "mce"): (4.976e-06, 9.942e-32),
+    ("brats", "dice"): (0.8557, 1.773e-08),
+}
+
+
+@pytest.mark.parametrize(("dataset", "metric"), list(PUBLISHED_T_TEST))
+def test_p_value_is_the_papers_t_test(paper_table, shared_root, dataset, metric):
+    for loss, published in zip(("hard", "soft"), PUBLISHED_T_TEST[dataset, metric], strict=True):
+        row = paper_table.query("dataset == @dataset and metric == @metric and loss == @loss")
+        p_value = float(row["p_value"].iloc[0])
+        assert float(f"{p_value:.3e}") == published, (loss, p_value)
+        base = dict(_reference_means(shared_root, dataset, "baseline", metric))
+        pairs = [
+            (v, base[name]) for name, v in _reference_means(shared_root, dataset, loss, metric)
+        ]
+        by_hand = _reference_t_p([v for v, _ in pairs], [b for _, b in pairs])
+        assert float(f"{by_hand:.3e}") == published
+
+
+def test_where_the_t_test_and_the_rank_test_disagree(paper_table):
+    """Heavy tails: KiTS Dice (hard) and BraTS ECE (hard) differ for the rank test only."""
+    cells = paper_table.set_index(["dataset", "metric", "loss"])
+    assert round(cells.loc[("kits", "dice", "hard"), "p_value"], 2) == 0.65
+    assert round(cells.loc[("kits", "dice", "hard"), "p_wilcoxon"], 3) == 0.027
+    assert round(cells.loc[("brats", "ece", "hard"), "p_value"], 2) == 0.63
+    assert round(cells.loc[("brats", "ece", "hard"), "p_wilcoxon"], 4) == 0.0013
+
+
+# The "Results for cases with complete ground truth classes" of the authors'
+# results_scripts/perc-change_results.md: (dataset, metric) -> (hard mean, std, soft mean, std).
+PUBLISHED_COMPLETE_CASES = {
+    ("amos", "ace"): (-3.38, 12.59, -18.70, 12.98),
+    ("amos", "ece"): (2.62, 21.47, -4.43, 20.20),
+    ("amos", "mce"): (-4.08, 10.81, -19.73, 10.78),
+    ("amos", "dice"): (-0.18, 0.98, -0.64, 1.29),
+    ("acdc", "ace"): (-22.36, 15.05, -41.18, 16.09),
+    ("acdc", "ece"): (-20.45, 17.08, -33.61, 20.00),
+    ("acdc", "mce"): (-23.44, 14.78, -44.53, 13.90),
+    ("acdc", "dice"): (0.07, 2.42, -1.09, 2.35),
+    ("kits", "ace"): (-15.50, 40.60, -33.42, 30.55),
+    ("kits", "ece"): (34.14, 87.90, -2.44, 65.66),
+    ("kits", "mce"): (-23.32, 30.92, -38.14, 25.77),
+    ("kits", "dice"): (1.40, 9.96, 0.55, 9.96),
+    ("brats", "ace"): (-2.44, 40.26, -28.26, 31.16),
+    ("brats", "ece"): (-0.49, 51.40, 14.06, 65.99),
+    ("brats", "mce"): (-5.38, 33.41, -29.97, 27.45),
+    ("brats", "dice"): (-0.05, 3.48, -2.33, 8.55),
+    ("all", "ace"): (-8.69, 32.62, -29.88, 26.29),
+    ("all", "ece"): (-1.05, 48.70, -2.73, 54.35),
+    ("all", "mce"): (-11.22, 27.52, -32.14, 23.54),
+    ("all", "dice"): (0.10, 4.17, -1.39, 6.78),
+}
+
+
+def test_complete_cases_table_reproduces_the_published_section(complete_table):
+    cells = complete_table.set_index(["dataset", "metric", "loss"])
+    for (dataset, metric), (hard, hard_std, soft, soft_std) in PUBLISHED_COMPLETE_CASES.items():
+        for loss, mean, std in (("hard", hard, hard_std), ("soft", soft, soft_std)):
+            row = cells.loc[(dataset, metric, loss)]
+            assert (round(row["mean"], 2), round(row["std"], 2)) == (mean, std), (dataset, metric)
+    counts = complete_table.drop_duplicates("dataset").set_index("dataset")["n"].to_dict()
+    assert counts == {"acdc": 100, "amos": 87, "kits": 43, "brats": 192, "all": 422}
+
+
+def test_fixture_complete_cases_equal_their_hand_known_changes(fixture_root):
+    table = paper.complete_cases_table(fixture_root).set_index(["dataset", "metric", "loss"])
+    for dataset in PAPER_BUNDLES:
+        complete = complete_images(dataset)
+        hard_pct = [100 * (HARD_FACTORS[i] - 1) for i in complete]
+        row = table.loc[(dataset, "ace", "hard")]
+        assert row["n"] == len(complete)
+        assert row["mean"] == pytest.approx(statistics.fmean(hard_pct), abs=1e-4)
+        assert row["std"] == pytest.approx(statistics.pstdev(hard_pct), abs=1e-4)
+        assert table.loc[(dataset, "ace", "soft"), "mean"] == pytest.approx(-40.0, abs=1e-4)
+    assert table.loc[("all", "ace", "hard"), "n"] == sum(
+        len(complete_images(d)) for d in PAPER_BUNDLES
     )
+    # the complete-case folder is read (its values are the re-run ones), ACDC's full results
+    full = paper.paper_frame(fixture_root).set_index(["dataset", "loss", "metric", "image_id"])
+    complete = paper.paper_frame(fixture_root, complete_cases=True)
+    complete = complete.set_index(["dataset", "loss", "metric", "image_id"])["value"]
+    ratio = complete / full["value"].loc[complete.index]
+    by_dataset = ratio.groupby(level="dataset")
+    assert by_dataset.min()["acdc"] == by_dataset.max()["acdc"] == 1.0
+    for dataset in COMPLETE_CASES_DATASETS:
+        assert by_dataset.min()[dataset] == pytest.approx(RERUN_FACTOR, rel=1e-6)
+        assert by_dataset.max()[dataset] == pytest.approx(RERUN_FACTOR, rel=1e-6)
+
+
+def test_complete_cases_are_the_images_without_a_missing_class(results_root):
+    for dataset in COMPLETE_CASES_DATASETS:
+        flags = _reference_flags(results_root, dataset)
+        complete = {name for name, absent in flags.items() if not absent}
+        in_folder = _reference_flags(results_root, dataset, complete=True)
+        assert set(in_folder) == complete and not any(in_folder.values())
+        assert {
+            name for name, _ in _reference_means(results_root, dataset, "soft", "ace", True)
+        } == (complete)
+    assert not any(_reference_flags(results_root, "acdc").values())  # ACDC: complete, no folder
+
+
+def test_complete_cases_refuse_an_incomplete_dataset_without_its_folder(tmp_path):
+    root = write_paper_results(tmp_path / "copy")
+    flags = _results_path(root, "acdc", "baseline", "missing_classes")
+    lines = flags.read_text().splitlines()
+    lines[2] = lines[2].replace(",0,", ",1,", 1)
+    flags.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="acdc has no complete-cases results, yet 1 of its"):
+        paper.complete_cases_table(root)
+    shutil.rmtree(_results_path(root, "kits", "soft", "macro_ace", True).parent)
+    with pytest.raises(FileNotFoundError, match=COMPLETE_CASES_FOLDER):
+        paper.paper_frame(root, datasets=["kits"], complete_cases=True)
+
+
+# --- the missing-classes report -----------------------------------------------------------------
+
+# The authors' results_scripts/missing_classes_report.md: per dataset the classes some test images
+# lack (with the count), and the incomplete images of all test images.
+PUBLISHED_MISSING = {
+    "acdc": ({}, 0, 100),
+    "amos": (
+        {"right_kidney": 2, "gallbladder": 7, "stomach": 1, "duodenum": 1, "bladder": 1,
+         "prostate/uterus": 3},
+        13, 100,
+    ),
+    "kits": ({"cyst": 55}, 55, 98),
+    "brats": ({"Necrotic Tumour Core": 7, "Enhancing Tumour": 1}, 8, 200),
+}  # fmt: skip
+
+
+def _assert_report(report: paper.MissingClasses, expected: dict) -> None:
+    assert list(report.per_class.columns) == list(paper.MISSING_CLASS_COLUMNS)
+    assert list(report.cases.columns) == list(paper.CASE_COUNT_COLUMNS)
+    assert list(report.incomplete_images.columns) == list(paper.INCOMPLETE_CASE_COLUMNS)
+    for dataset, (missing, incomplete, images) in expected.items():
+        rows = report.per_class[report.per_class["dataset"] == dataset]
+        assert list(rows["class_name"]) == list(paper.PAPER_FLAG_CLASSES[dataset])
+        assert (rows["images"] == images).all()
+        assert dict(zip(rows["class_name"], rows["missing"], strict=True)) == {
+            name: missing.get(name, 0) for name in paper.PAPER_FLAG_CLASSES[dataset]
+        }
+        case = report.cases.set_index("dataset").loc[dataset]
+        assert (case["incomplete"], case["images"]) == (incomplete, images)
+        assert (report.incomplete_images["dataset"] == dataset).sum() == incomplete
+
+
+def test_missing_classes_report_reproduces_the_published_one(shared_root):
+    report = paper.missing_classes_report(shared_root)
+    _assert_report(report, PUBLISHED_MISSING)
+    images = report.incomplete_images.set_index("image_id")["missing_classes"]
+    assert images["amos_0029.nii.gz"] == "prostate/uterus"  # its NaN Dice class
+    assert images["amos_0056.nii.gz"] == "gallbladder; duodenum"
+    markdown = report.markdown()
+    assert "### kits" in markdown and "| cyst | 55 |" in markdown
+    assert "**Incomplete cases:** 13/100" in markdown
+
+
+def test_missing_classes_report_on_the_fixture(fixture_root):
+    expected = {}
+    for dataset, flags in MISSING_FLAGS.items():
+        names = paper.PAPER_FLAG_CLASSES[dataset]
+        missing = {}
+        for _, c in flags:
+            missing[names[c]] = missing.get(names[c], 0) + 1
+        expected[dataset] = (missing, len({image for image, _ in flags}), 6)
+    report = paper.missing_classes_report(fixture_root)
+    _assert_report(report, expected)
+    kits = report.incomplete_images[report.incomplete_images["dataset"] == "kits"]
+    assert list(kits["image_id"]) == ["kits_0000.nii.gz", "kits_0003.nii.gz"]
+    assert set(kits["missing_classes"]) == {"cyst"}
+    only = paper.missing_classes_report(fixture_root, datasets=["brats"])
+    assert list(only.cases["dataset"]) == ["brats"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("filename,class0,mean\nx,0,0\n", "has 1 classes, expected 3"),
+        ("filename,class0,class1,class2,mean\nx,0,0.5,0,0.17\n", "flags other than 0 and 1"),
+    ],
+)
+def test_missing_classes_report_errors(tmp_path, content, message):
+    path = _results_path(tmp_path, "kits", "baseline", "missing_classes")
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        paper.missing_classes_report(tmp_path, datasets=["kits"])
+
+
+def _results_path(root: Path, dataset: str, loss: str, stem: str, complete: bool = False) -> Path:
+    """Where the authors keep a file; complete cases: their folder, ACDC's full results (complete)."""
+    bundle = PAPER_BUNDLES[dataset][0].format(PAPER_LOSS_DIRS[loss])
+    folder = (
+        COMPLETE_CASES_FOLDER if complete and dataset in COMPLETE_CASES_DATASETS else RESULTS_FOLDER
+    )
+    return root / "bundles" / bundle / "seed_12345" / folder / f"{stem}_raw.csv"
+
+
+def _reference_means(
+    root: Path, dataset: str, loss: str, metric: str, complete: bool = False
+) -> list[tuple[str, float]]:
+    """(filename, mean column) per row, read with the csv module alone."""
+    path = _results_path(root, dataset, loss, PAPER_METRIC_FILES[metric], complete)
     with path.open(newline="") as handle:
         header, *rows = list(csv.reader(handle))
     n_classes = sum(name.startswith("class") for name in header)
     return [(row[0], float(row[n_classes + 1])) for row in rows]
+
+
+def _reference_flags(root: Path, dataset: str, complete: bool = False) -> dict[str, list[int]]:
+    """filename -> the indices of the classes flagged absent, with the csv module alone."""
+    with _results_path(root, dataset, "baseline", "missing_classes", complete).open() as handle:
+        header, *rows = list(csv.reader(handle))
+    n_classes = sum(name.startswith("class") for name in header)
+    return {row[0]: [c for c in range(n_classes) if float(row[1 + c]) == 1] for row in rows}
+
+
+def _reference_t_p(values: list[float], baselines: list[float]) -> float:
+    """Two-sided paired t-test by hand: t = mean(d) / (sd(d) / sqrt(n)) on the differences
+    d = value - baseline, sd with n - 1, p = 2 P(T > |t|) for Student's t with n - 1 degrees."""
+    diffs = [v - b for v, b in zip(values, baselines, strict=True)]
+    n = len(diffs)
+    mean = math.fsum(diffs) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    t = mean / (sd / math.sqrt(n))
+    return 2 * float(t_distribution.sf(abs(t), n - 1))
 
 
 def _reference_wilcoxon_p(values: list[float], baselines: list[float]) -> float:
@@ -154,16 +398,19 @@ def _reference_wilcoxon_p(values: list[float], baselines: list[float]) -> float:
     return math.erfc(abs(z) / math.sqrt(2))
 
 
-def _reference_table(root: Path) -> dict[tuple[str, str, str], tuple[float, float, int, float]]:
+def _reference_table(
+    root: Path, complete: bool = False
+) -> dict[tuple[str, str, str], tuple[float, float, int, float, float]]:
+    """(dataset, metric, loss) -> mean, pstdev, n, t-test p, Wilcoxon p, from the files alone."""
     cells = {}
     for metric in PAPER_METRIC_FILES:
         for loss in ("hard", "soft"):
             pooled_pct, pooled_values, pooled_baselines = [], [], []
             for dataset in PAPER_BUNDLES:
-                base = dict(_reference_means(root, dataset, "baseline", metric))
+                base = dict(_reference_means(root, dataset, "baseline", metric, complete))
                 pairs = [
                     (value, base[name])
-                    for name, value in _reference_means(root, dataset, loss, metric)
+                    for name, value in _reference_means(root, dataset, loss, metric, complete)
                 ]
                 assert len(pairs) == len(base)
                 pct = [(v - b) / b * 100 for v, b in pairs]
@@ -172,6 +419,7 @@ def _reference_table(root: Path) -> dict[tuple[str, str, str], tuple[float, floa
                     statistics.fmean(pct),
                     statistics.pstdev(pct),
                     len(pct),
+                    _reference_t_p(values, baselines),
                     _reference_wilcoxon_p(values, baselines),
                 )
                 pooled_pct += pct
@@ -181,23 +429,33 @@ def _reference_table(root: Path) -> dict[tuple[str, str, str], tuple[float, floa
                 statistics.fmean(pooled_pct),
                 statistics.pstdev(pooled_pct),
                 len(pooled_pct),
+                _reference_t_p(pooled_values, pooled_baselines),
                 _reference_wilcoxon_p(pooled_values, pooled_baselines),
             )
     return cells
 
 
-def test_every_cell_matches_a_direct_computation(results_root):
-    table = paper.percentage_change_table(results_root)
-    reference = _reference_table(results_root)
+def _assert_table_matches_reference(table: pd.DataFrame, reference: dict) -> None:
     assert len(table) == len(reference) == 5 * 4 * 2
     assert list(table.columns) == list(paper.TABLE_COLUMNS)
     assert (table["source"] == "paper").all()
     for row in table.itertuples(index=False):
-        mean, std, n, p_value = reference[row.dataset, row.metric, row.loss]
+        mean, std, n, p_t, p_w = reference[row.dataset, row.metric, row.loss]
         assert row.n == n
         assert row.mean == pytest.approx(mean, rel=1e-9, abs=1e-12)
         assert row.std == pytest.approx(std, rel=1e-9, abs=1e-9)
-        assert row.p_value == pytest.approx(p_value, rel=1e-6)
+        assert row.p_value == pytest.approx(p_t, rel=1e-6, abs=1e-300)
+        assert row.p_wilcoxon == pytest.approx(p_w, rel=1e-6)
+
+
+def test_every_cell_matches_a_direct_computation(results_root):
+    table = paper.percentage_change_table(results_root)
+    _assert_table_matches_reference(table, _reference_table(results_root))
+
+
+def test_complete_cases_table_matches_a_direct_computation(results_root):
+    table = paper.complete_cases_table(results_root)
+    _assert_table_matches_reference(table, _reference_table(results_root, complete=True))
 
 
 def test_published_image_counts(paper_table):
@@ -358,7 +616,8 @@ def test_offline_error_names_the_url_and_root(tmp_path):
             "acdc", "baseline", "dice", base_url="http://127.0.0.1:9/", cache_dir=tmp_path
         )
     assert f"http://127.0.0.1:9/{ACDC_DICE}" in str(error.value)
-    assert "pass root=" in str(error.value)
+    # one hint for both ways in: the API's root= and the notebooks' paper_root
+    assert "pass root=" in str(error.value) and "paper_root parameter" in str(error.value)
     assert _files(tmp_path) == []
 
 
@@ -488,8 +747,18 @@ def test_runs_table_matches_hand_computation(runs_root):
         pytest.approx(106.25**0.5),
     )
     # exact signed-rank tests: ACE falls on all 4 images (p = 2/16); Dice ranks +1 +2 -3 (p = 1)
-    assert ace["p_value"] == pytest.approx(0.125)
-    assert table.iloc[3]["metric"] == "dice" and table.iloc[3]["p_value"] == pytest.approx(1.0)
+    assert ace["p_wilcoxon"] == pytest.approx(0.125)
+    assert table.iloc[3]["metric"] == "dice" and table.iloc[3]["p_wilcoxon"] == pytest.approx(1.0)
+    # paired t-tests on the raw values, worked by hand: ACE differences -.075 -.10 -.15 -.09
+    # (mean -.10375, sd .0325), t = -6.385 with 3 degrees of freedom
+    diffs = [-0.075, -0.10, -0.15, -0.09]
+    t = statistics.fmean(diffs) / (statistics.stdev(diffs) / 2)
+    assert t == pytest.approx(-6.3846, abs=1e-4)
+    assert ace["p_value"] == pytest.approx(2 * t_distribution.sf(abs(t), 3), rel=1e-9)
+    assert ace["p_value"] == pytest.approx(0.00779, abs=1e-5)
+    dice = [0.77 - 0.70, 0.99 - 0.90, 0.45 - 0.60]  # image d: baseline 0, left out
+    t = statistics.fmean(dice) / (statistics.stdev(dice) / math.sqrt(3))
+    assert table.iloc[3]["p_value"] == pytest.approx(2 * t_distribution.sf(abs(t), 2), rel=1e-9)
     pd.testing.assert_frame_equal(
         table.iloc[:4].drop(columns="dataset").reset_index(drop=True),
         table.iloc[4:].drop(columns="dataset").reset_index(drop=True),
@@ -672,4 +941,28 @@ def test_compare_with_runs_says_what_is_missing(tmp_path, monkeypatch, capsys):
     assert paper.compare_with_runs(None, tmp_path / "nothing", "kits") is None
     message = capsys.readouterr().out
     assert "could not be loaded" in message and "No runs of kits on real data" in message
-    assert "Set paper_root to a local copy" in message
+    assert "Set paper_root (root= in calibtut.paper) to a local copy" in message
+
+
+def test_paper_frame_if_available_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CALIBTUT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(paper.PAPER_URL_VARIABLE, "http://127.0.0.1:9/")
+    assert paper.paper_base_url() == "http://127.0.0.1:9/"
+    assert paper.paper_frame_if_available(None, datasets=["acdc"]) is None
+    message = capsys.readouterr().out
+    first = paper.paper_relative_path("acdc", "baseline", "ace")  # the first file it reads
+    assert "could not be loaded" in message and f"http://127.0.0.1:9/{first}" in message
+    assert message.count("paper_root") == 1  # the download error's hint, not repeated
+    assert paper.paper_frame_if_available(tmp_path / "nothing") is None
+    message = capsys.readouterr().out
+    assert "not found: root= (the notebooks' paper_root)" in message
+    assert "Set paper_root (root= in calibtut.paper) to a local copy" in message
+    monkeypatch.delenv(paper.PAPER_URL_VARIABLE)
+    assert paper.paper_base_url() == paper.PAPER_BASE_URL
+
+
+def test_paper_url_variable_points_downloads_at_a_mirror(fixture_root, tmp_path, monkeypatch):
+    monkeypatch.setenv(paper.PAPER_URL_VARIABLE, fixture_root.as_uri() + "/")
+    frame = paper.paper_frame(datasets=["kits"], cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(frame, paper.paper_frame(fixture_root, datasets=["kits"]))
+    assert len(_files(tmp_path)) == 3 * 4

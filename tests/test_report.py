@@ -10,10 +10,18 @@ import pandas as pd
 import pytest
 from fakes import evaluated_run
 from reference import as_sums, direct_errors
+from scipy.stats import t as t_distribution
 from scipy.stats import wilcoxon
 
 from calibtut.methods import LOSSES
-from calibtut.report import headline, report_markdown, report_table, write_report
+from calibtut.report import (
+    PHANTOM_NOTE,
+    REPORT_COLUMNS,
+    headline,
+    report_markdown,
+    report_table,
+    write_report,
+)
 from calibtut.runs import RunDir
 
 IMAGES = [f"img{i}" for i in range(8)]
@@ -82,6 +90,13 @@ def per_image_values(runs, loss, scope, metric) -> dict[tuple[int, str], float]:
     return out
 
 
+def t_test_by_hand(v: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired t-test from the differences: t = mean / (sd / sqrt(n)), n - 1 degrees."""
+    d = v - b
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
+    return 2 * float(t_distribution.sf(abs(t), d.size - 1))
+
+
 def micro_value(run: RunDir, metric: str) -> float:
     """Errors of the pooled bins, by hand, averaged over classes; floors from the pooled draws."""
     results = run.results()
@@ -104,6 +119,7 @@ def test_floors_are_reported_for_every_scope_without_a_comparison(runs, table, s
         row = cell(table, scope, metric, loss)
         assert row["value"] == pytest.approx(np.mean(list(values.values())))
         assert math.isnan(row["pct_change"]) and math.isnan(row["p_value"])
+        assert math.isnan(row["p_wilcoxon"])
 
 
 @pytest.mark.parametrize("scope", [*CLASSES, "macro"])
@@ -125,7 +141,9 @@ def test_per_image_scopes_equal_a_direct_computation(runs, table, scope, metric)
         assert row["pct_change"] == pytest.approx(change.mean())
         assert row["pct_std"] == pytest.approx(change.std())
         assert row["n"] == len(keys) == (12 if (scope == "ring" and metric == "dice") else 16)
-        assert row["p_value"] == pytest.approx(wilcoxon(v, b).pvalue)
+        assert row["p_value"] == pytest.approx(t_test_by_hand(v, b), rel=1e-9)  # the paper's
+        assert row["p_wilcoxon"] == pytest.approx(wilcoxon(v, b).pvalue)
+        assert not row["phantom"]
 
 
 @pytest.mark.parametrize("metric", ["ece", "ace", "mce", "ace_floor", "mce_floor"])
@@ -140,6 +158,7 @@ def test_micro_scope_equals_pooled_bins_by_hand(runs, table, metric):
             ]
             assert row["pct_change"] == pytest.approx(np.mean(change))
             assert row["n"] == len(SEEDS) and math.isnan(row["p_value"])  # no test over 2 seeds
+            assert math.isnan(row["p_wilcoxon"])
     assert not ((table["scope"] == "micro") & (table["metric"] == "dice")).any()
 
 
@@ -152,7 +171,11 @@ def test_table_order_and_markdown(table):
     assert "## synthetic" in text and "### ACE" in text
     assert "| scope | baseline | hard | Δ% hard | soft | Δ% soft |" in text
     soft = cell(table, "organ", "ace", "soft")
-    expected = f"{soft['pct_change']:+.1f} ± {soft['pct_std']:.1f}% (p={soft['p_value']:.2g})"
+    assert list(table.columns) == list(REPORT_COLUMNS)
+    expected = (
+        f"{soft['pct_change']:+.1f} ± {soft['pct_std']:.1f}% "
+        f"(p={soft['p_value']:.2g}, p_W={soft['p_wilcoxon']:.2g})"
+    )
     line = next(
         line for line in text.splitlines() if line.startswith("| organ |") and expected in line
     )
@@ -160,6 +183,7 @@ def test_table_order_and_markdown(table):
     floor = cell(table, "organ", "ace_floor", "baseline")["value"]
     assert f"| organ | {baseline:.4f} [{floor:.3f}] |" in line  # the floor beside the ACE
     assert "### ACE floor" not in text
+    assert PHANTOM_NOTE not in text
 
 
 def test_write_report_files(runs, tmp_path):
@@ -174,9 +198,46 @@ def test_write_report_files(runs, tmp_path):
         check_exact=False,
     )
     assert "mean ± std of those per-image ratios" in text and "noise floor" in text
+    assert "paired t-test" in text and "Wilcoxon signed-rank" in text  # what p and p_W are
+    assert "t-test p = 0.65 but Wilcoxon p = 0.027" in text  # why they can disagree
     for name in ("reliability_histograms", "reliability_diagrams", "paired_changes", "overlays"):
         assert (out / "figures" / f"synthetic_{name}.png").is_file()
         assert f"figures/synthetic_{name}.png" in text
+
+
+def test_phantom_runs_are_a_pipeline_check_without_statistics(runs, tmp_path):
+    """Runs trained on a phantom keep their numbers and Δ% but carry no p-value; a real dataset
+    reported beside them keeps its tests."""
+    phantom = []
+    for seed in SEEDS:
+        for loss in LOSSES:
+            run = make_run(tmp_path / "runs", loss, seed)
+            config = {**run.config, "dataset": "acdc", "phantom": True}
+            moved = RunDir(tmp_path / "runs" / "acdc" / loss / f"seed_{seed}")
+            moved.path.parent.mkdir(parents=True, exist_ok=True)
+            run.path.rename(moved.path)
+            moved.write_config(config)
+            phantom.append(moved)
+    table = report_table([*phantom, *runs])
+    acdc, synthetic = table[table["dataset"] == "acdc"], table[table["dataset"] == "synthetic"]
+    assert acdc["phantom"].all() and not synthetic["phantom"].any()
+    compared = acdc[acdc["loss"] != "baseline"]
+    assert compared["p_value"].isna().all() and compared["p_wilcoxon"].isna().all()
+    real = report_table(runs)
+    numbers = ["value", "pct_change", "pct_std", "n"]
+    pd.testing.assert_frame_equal(  # the same files as the synthetic runs: the same numbers
+        acdc[numbers].reset_index(drop=True), real[numbers].reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(synthetic.reset_index(drop=True), real)
+    text = report_markdown(table)
+    acdc_text, synthetic_text = text.split("## synthetic")
+    assert "## acdc" in acdc_text and PHANTOM_NOTE in acdc_text
+    assert "(p=" not in acdc_text and "%" in acdc_text  # Δ% shown, without tests
+    assert PHANTOM_NOTE not in synthetic_text and "(p=" in synthetic_text
+    out = tmp_path / "report"
+    write_report([p.path for p in phantom], out)
+    text = (out / "report.md").read_text()
+    assert "## acdc\n\n*phantom data: a pipeline check, no statistics*" in text
 
 
 def test_baseline_only_has_no_comparison(tmp_path):

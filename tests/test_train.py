@@ -211,10 +211,10 @@ def test_resume_equals_uninterrupted(small_synthetic, tmp_path, monkeypatch):
 
     real_epoch = loop._train_epoch
 
-    def killed_in_epoch_3(training, dataset, cfg, epoch, state, progress):
+    def killed_in_epoch_3(training, dataset, cfg, epoch, *rest):
         if epoch == 3:
             raise KeyboardInterrupt
-        return real_epoch(training, dataset, cfg, epoch, state, progress)
+        return real_epoch(training, dataset, cfg, epoch, *rest)
 
     monkeypatch.setattr(loop, "_train_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):

@@ -13,6 +13,17 @@ optimises it and the plot that shows it all see the same bins. Conventions (DESI
     floor.py    the ACE and MCE noise floors
     figures.py  reliability diagrams' and dataset histograms' data, directions of miscalibration
     results.py  per-image results of a batch (what a run saves) and CumulativeCalibration
+
+Example:
+    One class, four voxels: 0.2 twice (targets 0 and 1, gap 0.3) and 0.9 twice (targets 1 and 1,
+    gap 0.1). ECE weights both bins by their two voxels, ACE averages them: both are 0.2.
+
+    >>> import torch
+    >>> from calibtut.metrics import calibration_error
+    >>> p = torch.tensor([[[0.2, 0.2, 0.9, 0.9]]])
+    >>> y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])
+    >>> [calibration_error(p, y, 10, r).item() for r in ("expected", "average", "maximum")]
+    [0.2..., 0.2..., 0.3...]
 """
 
 from calibtut.metrics.errors import (

@@ -1,5 +1,17 @@
 """What the reliability figures show, prepared from bins: per-image reliability diagrams, dataset
-reliability histograms and the direction of their miscalibration. Plots only draw these."""
+reliability histograms and the direction of their miscalibration. Plots only draw these.
+
+The examples share one image of four voxels in four bins: 0.2 twice (targets 0 and 1: bin 0,
+mean target 0.5) and 0.9 twice (targets 1 and 1: bin 3, mean target 1).
+
+Example:
+    >>> import torch
+    >>> from calibtut.binning import hard_binning
+    >>> from calibtut.metrics.figures import reliability
+    >>> bins = hard_binning(torch.tensor([[[0.2, 0.2, 0.9, 0.9]]]), torch.tensor([[[0., 1., 1., 1.]]]), 4)
+    >>> reliability(bins).gap
+    tensor([[[0.3000,    nan,    nan, 0.1000]]])
+"""
 
 from __future__ import annotations
 
@@ -18,6 +30,27 @@ class Reliability:
     ``mean_pred``/``mean_target``/``gap`` are NaN in empty bins; ``errors`` are the image's
     ECE/ACE/MCE and the MCE's bin, computed from the same bins, so the numbers printed on a
     diagram and the bin it frames can never disagree with the metrics.
+
+    Args:
+        mean_pred: mean prediction per bin (NaN where empty).
+        mean_target: mean target (the bin's accuracy) per bin (NaN where empty).
+        gap: ``|mean_pred - mean_target|`` per bin (NaN where empty).
+        count: voxels (or soft weight) per bin.
+        occupied: which bins hold data.
+        errors: the images' :class:`CalibrationErrors` from the same bins.
+
+    Example:
+        >>> import torch
+        >>> from calibtut.binning import hard_binning
+        >>> p = torch.tensor([[[0.2, 0.2, 0.9, 0.9]]])
+        >>> y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])
+        >>> r = reliability(hard_binning(p, y, 4))
+        >>> r.num_images, r.num_classes, r.num_bins
+        (1, 1, 4)
+        >>> r.mean_target, r.errors.mce_bin
+        (tensor([[[0.5000,    nan,    nan, 1.0000]]]), tensor([[0]]))
+
+    Taught in notebooks/01_what_is_calibration.
     """
 
     mean_pred: torch.Tensor
@@ -29,14 +62,17 @@ class Reliability:
 
     @property
     def num_bins(self) -> int:
+        """The number of bins."""
         return self.count.shape[-1]
 
     @property
     def num_classes(self) -> int:
+        """The number of classes."""
         return self.count.shape[1]
 
     @property
     def num_images(self) -> int:
+        """The number of images."""
         return self.count.shape[0]
 
 
@@ -49,7 +85,17 @@ def reliability(bins: BinStats) -> Reliability:
     Returns:
         :class:`Reliability`, what :func:`calibtut.plots.reliability_diagram` draws.
 
-    Taught in notebooks/01_what_is_calibration.
+    Example:
+        >>> import torch
+        >>> from calibtut.binning import hard_binning
+        >>> p = torch.tensor([[[0.2, 0.2, 0.9, 0.9]]])
+        >>> y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])
+        >>> r = reliability(hard_binning(p, y, 4))
+        >>> r.mean_pred, r.gap
+        (tensor([[[0.2000,    nan,    nan, 0.9000]]]), tensor([[[0.3000,    nan,    nan, 0.1000]]]))
+
+    Taught in notebooks/01_what_is_calibration, 03_training_with_calibration_losses and
+    08_exploring_reliability.
     """
     mean_pred, mean_target = bins.means()
     return Reliability(
@@ -68,6 +114,27 @@ def dataset_reliability_histogram(bins: BinStats) -> torch.Tensor:
     For every image and every occupied confidence bin ``k`` it counts one at
     ``[class, j, k]``, where ``j`` is the (hard) bin of that bin's mean ground truth. Summing
     the results of several batches gives the dataset's histogram without keeping any image.
+
+    Args:
+        bins: per image and class bins ``(B, C, num_bins)``.
+
+    Returns:
+        int64 counts ``(C, num_bins, num_bins)``: ``[class, ground-truth bin, confidence bin]``.
+
+    Example:
+        Confidence bin 0's mean target 0.5 lies on the edge of bins 1 and 2 and, binned as
+        MONAI bins it, counts at ground-truth bin 1; confidence bin 3 (mean target 1) counts at
+        ground-truth bin 3, on the diagonal:
+
+        >>> import torch
+        >>> from calibtut.binning import hard_binning
+        >>> p = torch.tensor([[[0.2, 0.2, 0.9, 0.9]]])
+        >>> y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])
+        >>> dataset_reliability_histogram(hard_binning(p, y, 4))
+        tensor([[[0, 0, 0, 0],
+                 [1, 0, 0, 0],
+                 [0, 0, 0, 0],
+                 [0, 0, 0, 1]]])
     """
     n = bins.num_bins
     C = bins.count.shape[1]
@@ -84,7 +151,27 @@ def dataset_reliability_histogram(bins: BinStats) -> torch.Tensor:
 class DatasetReliability:
     """What the dataset reliability histograms show: per class a ``(num_bins, num_bins)`` count
     matrix (``[class, ground-truth bin, confidence bin]``), the voxels per confidence bin pooled
-    over the images, and both averaged over the classes (the "average" panel: images per class)."""
+    over the images, and both averaged over the classes (the "average" panel: images per class).
+
+    Args:
+        histogram: ``(C, num_bins, num_bins)`` counts (float64).
+        pooled_count: ``(C, num_bins)`` voxels per confidence bin, summed over the images.
+        average: ``(num_bins, num_bins)``, the histogram averaged over the classes.
+        average_pooled_count: ``(num_bins,)``, the pooled counts averaged over the classes.
+
+    Example:
+        >>> import torch
+        >>> from calibtut.binning import hard_binning
+        >>> p = torch.tensor([[[0.2, 0.2, 0.9, 0.9]]])
+        >>> y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])
+        >>> d = dataset_reliability(hard_binning(p, y, 4))
+        >>> d.num_classes, d.num_bins
+        (1, 4)
+        >>> d.pooled_count
+        tensor([[2., 0., 0., 2.]], dtype=torch.float64)
+
+    Taught in notebooks/03_training_with_calibration_losses and 08_exploring_reliability.
+    """
 
     histogram: torch.Tensor
     pooled_count: torch.Tensor
@@ -93,10 +180,12 @@ class DatasetReliability:
 
     @property
     def num_bins(self) -> int:
+        """The number of bins (on both axes)."""
         return self.histogram.shape[-1]
 
     @property
     def num_classes(self) -> int:
+        """The number of classes."""
         return self.histogram.shape[0]
 
 
@@ -110,6 +199,17 @@ def dataset_reliability(bins: BinStats) -> DatasetReliability:
         :class:`DatasetReliability`, what :func:`calibtut.plots.dataset_reliability_histograms`
         draws.
 
+    Example:
+        >>> import torch
+        >>> from calibtut.binning import hard_binning
+        >>> p = torch.tensor([[[0.2, 0.2, 0.9, 0.9]]])
+        >>> y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])
+        >>> dataset_reliability(hard_binning(p, y, 4)).average
+        tensor([[0., 0., 0., 0.],
+                [1., 0., 0., 0.],
+                [0., 0., 0., 0.],
+                [0., 0., 0., 1.]], dtype=torch.float64)
+
     Taught in notebooks/03_training_with_calibration_losses and 08_exploring_reliability.
     """
     histogram = dataset_reliability_histogram(bins).double()
@@ -120,7 +220,23 @@ def dataset_reliability(bins: BinStats) -> DatasetReliability:
 @dataclass(frozen=True)
 class ConfidenceDirection:
     """Per class, the fractions of a dataset histogram's counts that are overconfident, on the
-    diagonal and underconfident (each ``(C,)``; they add up to 1)."""
+    diagonal and underconfident (each ``(C,)``; they add up to 1).
+
+    Args:
+        overconfident: the share of counts whose confidence is more extreme than their truth.
+        calibrated: the share on the diagonal.
+        underconfident: the share whose confidence is less extreme than their truth.
+
+    Example:
+        >>> import torch
+        >>> histogram = torch.zeros(1, 4, 4)
+        >>> histogram[0, 3, 3] = 3   # confident and right: on the diagonal
+        >>> histogram[0, 1, 3] = 1   # confidence bin 3, truth bin 1: overconfident
+        >>> confidence_direction(histogram).overconfident
+        tensor([0.2500], dtype=torch.float64)
+
+    Taught in notebooks/08_exploring_reliability.
+    """
 
     overconfident: torch.Tensor
     calibrated: torch.Tensor
@@ -140,6 +256,18 @@ def confidence_direction(histogram: torch.Tensor) -> ConfidenceDirection:
 
     Returns:
         :class:`ConfidenceDirection` (NaN for a class with no count).
+
+    Example:
+        Confidence bin 0 (below 0.5) counts at truth bin 1: too sure of the class's absence,
+        overconfident. Confidence bin 3 counts at truth bin 3: on the diagonal.
+
+        >>> import torch
+        >>> from calibtut.binning import hard_binning
+        >>> p = torch.tensor([[[0.2, 0.2, 0.9, 0.9]]])
+        >>> y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])
+        >>> d = confidence_direction(dataset_reliability_histogram(hard_binning(p, y, 4)))
+        >>> [float(share) for share in (d.overconfident, d.calibrated, d.underconfident)]
+        [0.5, 0.5, 0.0]
 
     Taught in notebooks/08_exploring_reliability.
     """

@@ -38,10 +38,22 @@ def binning_figure(
 ) -> Figure:
     """Where one probability is binned, and how an mL1-ACE loss's gradient reaches an example.
 
-    ``weights`` (one per bin) are the shares of ``value`` (``BinStats.count`` of binning it
-    alone); ``probs``/``targets`` a small example, ``gradient`` d loss / d prob for each of its
-    values and ``loss`` that loss; ``highlight`` marks one example value (e.g. ``value`` itself).
-    ``fig``: a Figure or SubFigure to draw into (None: a new one).
+    Args:
+        value: the probability shown binned.
+        weights: its share of each bin (``BinStats.count`` of binning it alone).
+        probs: a small example's probabilities.
+        targets: their targets.
+        gradient: d loss / d prob for each example value.
+        loss: the example's loss.
+        binning: ``"hard"`` or ``"soft"`` (the title and the boxes' shading).
+        highlight: marks one example value (e.g. ``value`` itself).
+        fig: a Figure or SubFigure to draw into (None: a new one).
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = calibtut.views.binning_example(0.37).figure   # doctest: +SKIP
 
     Taught in notebooks/02_hard_and_soft_binning.
     """
@@ -127,8 +139,22 @@ def plot_gradient_maps(
 
     Each map has its own colour scale, symmetric and logarithmic over three decades below its
     largest value (red: the loss falls if the value falls; blue: if it rises), since gradients
-    differ in size by orders of magnitude between losses and between voxels. ``fig``: a Figure
-    or SubFigure to draw into (None: a new one).
+    differ in size by orders of magnitude between losses and between voxels.
+
+    Args:
+        image: the 2D image.
+        boundary: the class's annotated outline, the image's shape (drawn over it).
+        gradients: ``{loss name: 2D gradient map}``, each the image's shape.
+        fig: a Figure or SubFigure to draw into (None: a new one).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: ``image`` and ``boundary`` are not one 2D shape.
+
+    Example:
+        >>> fig = plot_gradient_maps(image, outline, {"hard": g_hard, "soft": g_soft})  # doctest: +SKIP
 
     Taught in notebooks/02_hard_and_soft_binning.
     """

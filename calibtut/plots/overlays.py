@@ -43,7 +43,22 @@ _LEGEND_COLUMNS = 6
 def overlay_layout(arrays: Mapping[str, np.ndarray]) -> str:
     """``"softmax"`` (class-index maps) or ``"sigmoid"`` (one region per channel) saved arrays.
 
-    ``arrays`` is what ``RunDir.prediction`` returns (see ``RunDir.write_prediction``).
+    Args:
+        arrays: what ``RunDir.prediction`` returns (see ``RunDir.write_prediction``).
+
+    Returns:
+        ``"softmax"`` or ``"sigmoid"``.
+
+    Raises:
+        ValueError: keys are missing or the shapes do not fit either layout.
+
+    Example:
+        >>> import numpy as np
+        >>> maps = {k: np.zeros((4, 4)) for k in OVERLAY_KEYS}
+        >>> overlay_layout(maps)
+        'softmax'
+        >>> overlay_layout({**maps, **{k: np.zeros((3, 4, 4)) for k in OVERLAY_KEYS[1:]}})
+        'sigmoid'
     """
     missing = [k for k in OVERLAY_KEYS if k not in arrays]
     if missing:
@@ -65,14 +80,36 @@ def overlay_layout(arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def slice_count(arrays: Mapping[str, np.ndarray], axis: int = -1) -> int:
-    """Number of slices along ``axis`` of a 3D image; 0 for a 2D image (nothing to slice)."""
+    """Number of slices along ``axis`` of a 3D image; 0 for a 2D image (nothing to slice).
+
+    Args:
+        arrays: saved overlay arrays (``RunDir.prediction``).
+        axis: a spatial axis of the image, in [-3, 2].
+
+    Returns:
+        The number of slices (0 for a 2D image).
+
+    Raises:
+        ValueError: bad arrays (:func:`overlay_layout`) or a bad ``axis``.
+    """
     overlay_layout(arrays)
     image = np.asarray(arrays["image"])
     return 0 if image.ndim == 2 else image.shape[_spatial_axis(axis)]
 
 
 def busiest_slice(arrays: Mapping[str, np.ndarray], axis: int = -1) -> int:
-    """The slice along ``axis`` with the most ground-truth foreground (middle one if none)."""
+    """The slice along ``axis`` with the most ground-truth foreground (middle one if none).
+
+    Args:
+        arrays: saved overlay arrays of a 3D image (``RunDir.prediction``).
+        axis: a spatial axis of the image, in [-3, 2].
+
+    Returns:
+        The slice's index along ``axis``.
+
+    Raises:
+        ValueError: bad arrays, a 2D image or a bad ``axis``.
+    """
     layout = overlay_layout(arrays)
     label = np.asarray(arrays["label"])
     if label.ndim - (layout == "sigmoid") != 3:
@@ -107,7 +144,25 @@ def image_overlay(
     and errors are false positives, false negatives and wrong classes. Per-channel regions
     (sigmoid, e.g. overlapping tumour regions) are filled largest first; confidence and errors are
     those of region ``channel``. A 3D image shows ``slice_index`` along ``axis`` (default: the
-    slice with the most ground truth). ``fig``: a Figure or SubFigure to draw into.
+    slice with the most ground truth).
+
+    Args:
+        arrays: one case's saved overlay arrays (``RunDir.prediction``).
+        class_names: the names of the output channels (softmax: background first).
+        slice_index: the slice of a 3D image (None: the one with the most ground truth).
+        axis: the spatial axis to slice along.
+        channel: the region whose confidence and errors are shown (sigmoid layouts).
+        title: a title above the panels.
+        fig: a Figure or SubFigure to draw into (None: a new one).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: bad arrays, slice, axis or channel.
+
+    Example:
+        >>> fig = image_overlay(run.prediction("case_017"), ["background", "organ"])  # doctest: +SKIP
     """
     return _overlay_grid({"": arrays}, class_names, slice_index, axis, channel, title, fig)
 
@@ -123,7 +178,26 @@ def compare_image_overlays(
     *,
     fig: Canvas | None = None,
 ) -> Figure:
-    """Overlays of one case under several runs, one row per run (see :func:`image_overlay`)."""
+    """Overlays of one case under several runs, one row per run (see :func:`image_overlay`).
+
+    Args:
+        runs: ``{label: arrays}``, the case's saved overlay arrays under each run.
+        class_names: the names of the output channels (the same in every run).
+        slice_index: the slice of a 3D image (None: the one with the most ground truth).
+        axis: the spatial axis to slice along.
+        channel: the region whose confidence and errors are shown (sigmoid layouts).
+        title: a title above the panels.
+        fig: a Figure or SubFigure to draw into (None: a new one).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: ``runs`` is empty, or their arrays differ in layout or shape.
+
+    Taught in notebooks/00_start_here, 03_training_with_calibration_losses and 04_acdc to
+    07_brats (through calibtut.views).
+    """
     return _overlay_grid(runs, class_names, slice_index, axis, channel, title, fig)
 
 

@@ -2,7 +2,9 @@
 
 They draw what :func:`calibtut.metrics.reliability` and :func:`calibtut.metrics.dataset_reliability`
 prepare (bin means, gaps, counts, the errors and the MCE's bin): no calibration is computed here.
-Empty (NaN) bins are left blank, never drawn as zero.
+Empty (NaN) bins are left blank, never drawn as zero. Bars are drawn as one step artist per
+series (``stairs``, which leaves a gap at NaN), not one rectangle per bin: a dozen panels then
+draw in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -108,6 +110,29 @@ def compare_reliability_diagrams(
 
     Arguments as :func:`reliability_diagram`, with ``runs`` mapping a label to each run's
     reliability (the same image at the same position in each) and ``floors`` to its noise floors.
+
+    Args:
+        runs: ``{label: Reliability}``; a loss name as label picks its colour and legend.
+        class_names: the names of the classes (the same in every run).
+        image: which image of each reliability to draw.
+        classes: the classes (indices) to draw; None: all.
+        title: a title above the panels.
+        floors: optional ``{label: (images, classes)}`` ACE noise floors, printed beside each ACE.
+        fig: a Figure or SubFigure to draw into (None: a new one).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: ``runs`` is empty or holds something else, or the runs' shapes differ.
+
+    Example:
+        >>> fig = compare_reliability_diagrams(   # doctest: +SKIP
+        ...     {"baseline": reliability(baseline_bins), "soft": reliability(soft_bins)},
+        ...     ["organ", "ring", "lesion"],
+        ... )
+
+    Taught in notebooks/03_training_with_calibration_losses (through calibtut.views).
     """
     return _reliability_grid(runs, class_names, image, classes, title, floors, fig)
 
@@ -173,12 +198,11 @@ def draw_reliability(
 ) -> Axes:
     """One class's reliability diagram of one image, on ``ax`` (its counts on ``counts_ax``).
 
-    Bars are drawn as one step artist per series (``stairs``, which leaves a gap at NaN), not
-    one rectangle per bin: a dozen panels then draw in a fraction of the time.
-
+    Args:
+        reliability, image, cls: :func:`calibtut.metrics.reliability`, the image and class drawn.
+        ax, counts_ax, floor: Axes of the diagram and of its counts (None: new), the ACE floor.
     Returns:
-        The axes drawn on.
-    """
+        The axes drawn on (bars are ``stairs``: see the module docstring)."""
     ax = panel(ax, 3.0, 3.0)
     occupied = reliability.occupied[image, cls].cpu().numpy()
     mean_pred = numpy(reliability.mean_pred[image, cls])
@@ -302,6 +326,30 @@ def compare_dataset_reliability_histograms(
     """Dataset reliability histograms of several runs, one row per run, sharing one colour scale.
 
     Arguments as :func:`dataset_reliability_histograms`, with ``runs`` mapping a label to each.
+
+    Args:
+        runs: ``{label: DatasetReliability}`` (:func:`calibtut.metrics.dataset_reliability`).
+        class_names: the names of the classes (the same in every run).
+        classes: the classes (indices) to draw; None: all.
+        norm: the colour scale shared by all panels: "log", "power" or "linear".
+        gamma: the exponent of the "power" scale.
+        include_average: add the panel averaged over the classes.
+        title: a title above the panels.
+        fig: a Figure or SubFigure to draw into (None: a new one).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: ``runs`` is empty, or the runs differ in classes or number of bins.
+
+    Example:
+        >>> fig = compare_dataset_reliability_histograms(   # doctest: +SKIP
+        ...     {"baseline": dataset_reliability(baseline_bins), "soft": dataset_reliability(soft_bins)},
+        ...     ["organ", "ring", "lesion"],
+        ... )
+
+    Taught in notebooks/03_training_with_calibration_losses (through calibtut.views).
     """
     return _dataset_grid(runs, class_names, classes, norm, gamma, include_average, title, fig)
 
@@ -363,7 +411,18 @@ def draw_dataset_histogram(
     pooled: np.ndarray | torch.Tensor | None = None,
 ):
     """One class's ``(num_bins, num_bins)`` histogram on ``ax`` with the colour ``scale``
-    (a matplotlib Normalize); its pooled voxel counts on ``counts_ax``. Returns the mesh."""
+    (a matplotlib Normalize); its pooled voxel counts on ``counts_ax``.
+
+    Args:
+        matrix: the ``(num_bins, num_bins)`` counts, ``[ground-truth bin, confidence bin]``.
+        scale: a matplotlib ``Normalize`` shared by the panels that are compared.
+        ax: the Axes of the heat map (None: a new figure's).
+        counts_ax: an Axes for the pooled voxel counts below it (None: none drawn).
+        pooled: the voxels per confidence bin, drawn on ``counts_ax``.
+
+    Returns:
+        The ``QuadMesh`` (what a colour bar needs).
+    """
     ax = panel(ax, 3.0, 3.0)
     matrix = numpy(matrix)
     edges = display_edges(matrix.shape[-1])

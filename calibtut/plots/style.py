@@ -102,13 +102,24 @@ Canvas = Figure | SubFigure
 
 @contextmanager
 def style() -> Iterator[None]:
-    """Draw in the house style (:data:`STYLE`) inside the block."""
+    """Draw in the house style (:data:`STYLE`) inside the block.
+
+    Yields:
+        Nothing; matplotlib's settings are restored on leaving the block.
+    """
     with plt.rc_context(STYLE):
         yield
 
 
 def styled(function: _Function) -> _Function:
-    """Decorate a figure function so that its artists are created in the house style."""
+    """Decorate a figure function so that its artists are created in the house style.
+
+    Args:
+        function: a function that returns a Figure.
+
+    Returns:
+        The function, drawing inside :func:`style` (name and docstring kept).
+    """
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
@@ -124,6 +135,14 @@ def new_figure(width: float, height: float, layout: str | None = "constrained") 
     Creating it through pyplot loads the notebook's inline backend (which registers Jupyter's
     figure display); closing it at once keeps pyplot from showing it again at the end of the
     cell and from holding a reference to it.
+
+    Args:
+        width: the width in inches.
+        height: the height in inches.
+        layout: a matplotlib layout engine ("constrained"; None: none).
+
+    Returns:
+        The figure.
     """
     fig = plt.figure(figsize=(width, height), layout=layout)
     plt.close(fig)
@@ -150,6 +169,14 @@ def panel(ax: Axes | None, width: float, height: float) -> Axes:
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 200) -> tuple[Path, Path]:
     """Write ``fig`` as ``<path>.png`` and ``<path>.pdf``; a ``.png``/``.pdf`` suffix is dropped.
+
+    Args:
+        fig: the figure.
+        path: the file name without suffix (folders are created).
+        dpi: the resolution of the PNG.
+
+    Returns:
+        The paths of the PNG and the PDF.
 
     Raises:
         TypeError: ``fig`` is not a Figure.

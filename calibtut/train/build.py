@@ -220,11 +220,21 @@ class Training:
 
     @classmethod
     def create(
-        cls, config: TrainConfig, data: DatasetSpec, device: torch.device, total_steps: int
+        cls,
+        config: TrainConfig,
+        data: DatasetSpec,
+        device: torch.device,
+        total_steps: int,
+        distributed: bool = False,
     ) -> Training:
-        """Fresh weights (from ``config.seed``) and an lr schedule over ``total_steps`` steps."""
+        """Fresh weights (from ``config.seed``, the same on every rank) and an lr schedule over
+        ``total_steps`` steps; ``distributed`` wraps the network in DistributedDataParallel,
+        which averages the gradients of all ranks at every step."""
         torch.manual_seed(config.seed)
         model = build_network(config, data).to(device)
+        if distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         loss_fn = build_loss(config, data, validate=device.type == "cpu").to(device)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -261,16 +271,25 @@ class Training:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    @property
+    def network(self) -> torch.nn.Module:
+        """The network itself (unwrapped from DistributedDataParallel): what inference runs
+        and checkpoints keep, so that they load in a single process."""
+        model = self.model
+        return (
+            model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        )
+
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            "model": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:

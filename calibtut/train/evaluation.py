@@ -29,6 +29,7 @@ from calibtut.train.build import (
     select_device,
 )
 from calibtut.train.config import TrainConfig
+from calibtut.train.distributed import SINGLE, World, barrier, gather, in_order, shard, start
 
 __all__ = ["predict", "score_images", "validate", "evaluate"]
 
@@ -62,20 +63,24 @@ def score_images(
     amp: torch.dtype | None = None,
     progress: str | None = None,
     floor_seed: int | None = None,
-) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, ImageResults]]:
-    """Per image of ``dataset``: its id, the input, the evaluated probabilities and one-hot
-    target (regions where the dataset has them, :meth:`DatasetSpec.evaluation_probabilities`)
-    and its results on the scored classes (the paper leaves the softmax background out).
+    here: World = SINGLE,
+) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor, torch.Tensor, ImageResults]]:
+    """Per image of this rank's share of ``dataset`` (all of it in one process): its index in
+    the dataset, its id, the input, the evaluated probabilities and one-hot target (regions where
+    the dataset has them, :meth:`DatasetSpec.evaluation_probabilities`) and its results on the
+    scored classes (the paper leaves the softmax background out).
 
     With ``floor_seed``, each image's results carry its noise floor, from label draws seeded by
-    ``(floor_seed, image index)`` so that an evaluation is reproducible.
+    ``(floor_seed, image index)``, so an evaluation is reproducible however it is sharded.
     """
     model.eval()
-    loader = data_loader(dataset, batch_size=1)
-    index = -1
-    for index, item in enumerate(
+    part, indices = shard(dataset, here)
+    loader = data_loader(part, batch_size=1)
+    seen = 0
+    for local, item in enumerate(
         tqdm(loader, desc=progress, leave=False, disable=progress is None)
     ):
+        index = indices[local]
         image = plain_tensor(item["image"], device)
         probs = data.evaluation_probabilities(predict(model, image, data, amp))
         target = data.evaluation_target(plain_tensor(item["label"], device))
@@ -92,8 +97,9 @@ def score_images(
             floor_draws=FLOOR_DRAWS if floor_seed is not None else 0,
             generator=generator,
         )
-        yield str(item["id"][0]), image, probs, target, results
-    check_count(index + 1, len(dataset), progress or "validation")
+        seen += 1
+        yield index, str(item["id"][0]), image, probs, target, results
+    check_count(seen, len(part), progress or "validation")
 
 
 def validate(
@@ -103,12 +109,16 @@ def validate(
     num_bins: int,
     device: torch.device,
     amp: torch.dtype | None = None,
+    here: World = SINGLE,
 ) -> dict[str, float]:
-    """Mean validation Dice/ECE/ACE/MCE over images and scored classes, and per class."""
-    per_image = [
-        torch.stack([r.dice, r.errors.ece, r.errors.ace, r.errors.mce]).cpu()
-        for *_, r in score_images(model, dataset, data, num_bins, device, amp)
+    """Mean validation Dice/ECE/ACE/MCE over images and scored classes, and per class (the same
+    on every rank: each scores its share and the per-image values are gathered)."""
+    mine = [
+        (index, torch.stack([r.dice, r.errors.ece, r.errors.ace, r.errors.mce]).cpu())
+        for index, *_, r in score_images(model, dataset, data, num_bins, device, amp, here=here)
     ]
+    per_image = in_order(gather(mine, here))
+    check_count(len(per_image), len(dataset), "validation")
     values = torch.cat(per_image, dim=1).double()  # (4 metrics, images, classes)
     scores: dict[str, float] = {"val_images": len(per_image)}
     for m, metric in enumerate(VALIDATION_METRICS):
@@ -130,7 +140,9 @@ def evaluate(
 
     Uses the best validation weights (``best.pt``), as the paper does. Per image and scored
     class: Dice, ECE, ACE and MCE, and the ACE and MCE noise floors
-    (:func:`calibtut.metrics.noise_floor`, label draws seeded by the run's seed).
+    (:func:`calibtut.metrics.noise_floor`, label draws seeded by the run's seed). Under
+    torchrun each process scores its share of the images and rank 0 writes them all, in the
+    dataset's order: the files equal a single-process evaluation's.
 
     Args:
         run: the run directory.
@@ -151,11 +163,10 @@ def evaluate(
     data = config.dataset_spec()
     if data_dir is None:
         data_dir = recorded.get("data_dir")
-    device = select_device(device)
+    here, device = start(select_device(device))
     model = _best_model(run, config, data, device)
     test_ds = data.dataset(data_dir, "test", cache=False)
-    results: list[ImageResults] = []
-    ids: list[str] = []
+    mine = []
     scored = score_images(
         model,
         test_ds,
@@ -163,16 +174,25 @@ def evaluate(
         config.num_bins,
         device,
         amp_dtype(config, device),
-        progress=f"evaluate {run.name}" if progress else None,
+        progress=f"evaluate {run.name}" if progress and here.is_main else None,
         floor_seed=config.seed,
+        here=here,
     )
-    for index, (image_id, image, probs, target, result) in enumerate(scored):
-        results.append(_on_cpu(result))
-        ids.append(image_id)
+    for index, image_id, image, probs, target, result in scored:
+        overlay = None
         if index < config.save_predictions:
-            _write_overlay(run, image_id, image, probs, target, bool(data.regions))
-    channels, names = zip(*data.scored_classes, strict=True)
-    run.write_results(ImageResults.cat(results), ids, list(names), list(channels))
+            overlay = _overlay(image, probs, target, bool(data.regions))
+        mine.append((index, (image_id, _on_cpu(result), overlay)))
+    images = in_order(gather(mine, here))
+    if here.is_main:
+        check_count(len(images), len(test_ds), f"evaluation of {run.name}")
+        for image_id, _, overlay in images:
+            if overlay is not None:
+                run.write_prediction(image_id, *overlay)
+        channels, names = zip(*data.scored_classes, strict=True)
+        results = ImageResults.cat([result for _, result, _ in images])
+        run.write_results(results, [i for i, _, _ in images], list(names), list(channels))
+    barrier(here)
     return run
 
 
@@ -208,22 +228,16 @@ def _on_cpu(result: ImageResults) -> ImageResults:
     return ImageResults.cat([result], device="cpu")
 
 
-def _write_overlay(
-    run: RunDir,
-    image_id: str,
-    image: torch.Tensor,
-    probs: torch.Tensor,
-    target: torch.Tensor,
-    multilabel: bool,
-) -> None:
-    """Save what the overlay figures show (first input channel, label, prediction, confidence)."""
+def _overlay(
+    image: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, multilabel: bool
+) -> tuple[np.ndarray, ...]:
+    """What the overlay figures show: first input channel, label, prediction, confidence."""
     probs, target = probs[0].cpu(), target[0].cpu()
     if multilabel:
         label, prediction, confidence = target, probs >= 0.5, probs
     else:
         label, prediction, confidence = target.argmax(0), probs.argmax(0), probs.amax(0)
-    run.write_prediction(
-        image_id,
+    return (
         image[0, 0].cpu().numpy(),
         label.numpy(),
         prediction.numpy(),

@@ -30,6 +30,7 @@ from typing import Any
 import monai
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 import calibtut
@@ -46,6 +47,7 @@ from calibtut.train.build import (
     select_device,
 )
 from calibtut.train.config import TrainConfig
+from calibtut.train.distributed import World, barrier, gather, start, stop
 from calibtut.train.evaluation import evaluate, validate
 
 __all__ = ["train", "train_many"]
@@ -85,7 +87,8 @@ def train(
         >>> run = train(config, run_root="/tmp/runs", progress=False)  # doctest: +SKIP
     """
     data = config.dataset_spec()
-    device = select_device(device)
+    here, device = start(select_device(device))
+    progress = progress and here.is_main
     run = RunDir(
         run_dir
         if run_dir is not None
@@ -101,17 +104,33 @@ def train(
     val_ds = data.dataset(data_dir, "val")
     data.check_cases(data.cases(data_dir, "test"))  # the test split too, before hours of training
     if plan == "train":
-        run.clear()
-        run.write_config(_run_config(config, data, device, data_dir))
-    elif device.type == "cpu" and run.config.get("threads"):
-        # results depend on the thread count (a sum's order): resume with the run's own
-        torch.set_num_threads(int(run.config["threads"]))
-
-    training, state, total_steps = _start(run, plan, config, data, device, len(train_ds))
+        if here.is_main:
+            run.clear()
+            run.write_config(_run_config(config, data, device, data_dir, here))
+        barrier(here)
+    else:
+        _check_resumable(run, device, here)
+    training, state, total_steps = _start(run, plan, config, data, device, len(train_ds), here)
     if not state["finished"]:
-        _train_epochs(training, run, config, data, train_ds, val_ds, state, total_steps, progress)
+        epochs = (training, run, config, data, train_ds, val_ds, state, total_steps, progress)
+        _train_epochs(*epochs, here)
     evaluate(run, data_dir, device=device, progress=progress)
+    stop(here)
     return run
+
+
+def _check_resumable(run: RunDir, device: torch.device, here: World) -> None:
+    """A run resumes with the processes and threads it was started with: its results depend on
+    both (how the batches are shared, the order of a sum)."""
+    recorded = run.config
+    size = int(recorded.get("world_size", 1))
+    if size != here.size:
+        raise ValueError(
+            f"{run.path} was trained by {size} process(es), not {here.size}: resume it with "
+            f"torchrun --nproc_per_node {size} (or pass --overwrite to start again)"
+        )
+    if device.type == "cpu" and recorded.get("threads"):
+        torch.set_num_threads(int(recorded["threads"]))
 
 
 def _start(
@@ -121,13 +140,15 @@ def _start(
     data: DatasetSpec,
     device: torch.device,
     train_images: int,
+    here: World,
 ) -> tuple[Training, dict[str, Any], int]:
     """The training state to start from (fresh, or the run's last checkpoint) and the total
-    number of optimiser steps."""
-    total_steps = config.epochs * math.ceil(train_images / config.batch_size)
+    number of optimiser steps (of each process: it sees its share of the cases)."""
+    share = math.ceil(train_images / here.size)
+    total_steps = config.epochs * math.ceil(share / config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    training = Training.create(config, data, device, total_steps)
+    training = Training.create(config, data, device, total_steps, distributed=here.distributed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not config.deterministic
     if config.deterministic:
@@ -155,8 +176,10 @@ def _train_epochs(
     state: dict[str, Any],
     total_steps: int,
     progress: bool,
+    here: World,
 ) -> None:
-    """Epochs from the one after ``state["epoch"]`` to the last, validating and checkpointing."""
+    """Epochs from the one after ``state["epoch"]`` to the last, validating and checkpointing
+    (rank 0 writes; every rank validates its share and decides the same best epoch)."""
     first_epoch = state["epoch"] + 1
     epochs = tqdm(
         range(first_epoch, config.epochs + 1),
@@ -167,35 +190,33 @@ def _train_epochs(
         disable=not progress,
     )
     for epoch in epochs:
-        row = _train_epoch(training, train_ds, config, epoch, state, progress)
+        row = _train_epoch(training, train_ds, config, epoch, state, progress, here)
         epochs.set_postfix(
             loss=f"{row['train_loss']:.4f}", lr=f"{row['lr']:.2e}", s=f"{row['epoch_time_s']:.1f}"
         )
         last = epoch == config.epochs or state["step"] >= total_steps
         if epoch % config.val_every == 0 or last:
             scores = validate(
-                training.model, val_ds, data, config.num_bins, training.device, training.amp_dtype
-            )
+                training.network, val_ds, data, config.num_bins, training.device,
+                training.amp_dtype, here,
+            )  # fmt: skip
             row.update(scores)
             dice = -math.inf if math.isnan(scores["val_dice"]) else scores["val_dice"]
             if state["best_dice"] is None or dice > state["best_dice"]:
                 state["best_dice"] = dice
-                best = {"model": training.model.state_dict(), "dataset": config.dataset}
-                run.write_best({**best, "epoch": epoch})
+                if here.is_main:
+                    best = {"model": training.network.state_dict(), "dataset": config.dataset}
+                    run.write_best({**best, "epoch": epoch})
             if progress:
                 tqdm.write(_format_scores(epoch, row))
         state["history"].append(row)
         state["epoch"] = epoch
         state["finished"] = last
-        run.write_checkpoint(
-            {
-                **training.state_dict(),
-                **state,
-                "dataset": config.dataset,
-                "config": config.to_dict(),
-            }
-        )
-        run.write_history(state["history"])
+        if here.is_main:
+            saved = {**training.state_dict(), **state}
+            run.write_checkpoint({**saved, "dataset": config.dataset, "config": config.to_dict()})
+            run.write_history(state["history"])
+        barrier(here)
         if last:
             break
     epochs.close()
@@ -208,18 +229,26 @@ def _train_epoch(
     epoch: int,
     state: dict[str, Any],
     progress: bool,
+    here: World,
 ) -> dict[str, Any]:
-    """One pass over the training set; returns the epoch's history row."""
-    generator = _seed_everything(config.seed, epoch)
+    """One pass over the training set (this process's share of it); returns the epoch's
+    history row, its loss averaged over the processes."""
+    key = (config.seed, epoch, here.rank) if here.distributed else (config.seed, epoch)
+    generator = _seed_everything(*key)  # each process augments differently
     device = training.device
+    order: dict[str, Any] = {"shuffle": True, "generator": generator}
+    if here.distributed:  # each rank its share, reshuffled every epoch from (seed, epoch)
+        sampler = DistributedSampler(dataset, here.size, here.rank, shuffle=True, seed=config.seed)
+        sampler.set_epoch(epoch)
+        order = {"sampler": sampler}
     loader = data_loader(
         dataset,
         batch_size=config.batch_size,
-        shuffle=True,
         num_workers=config.num_workers,
-        generator=generator,
         pin_memory=device.type == "cuda",
+        **order,
     )
+    cases = len(order["sampler"]) if here.distributed else len(dataset)
     log_every = 1 if device.type == "cpu" else 20
     loss_sum = torch.zeros((), device=device)
     steps = images = 0
@@ -239,9 +268,12 @@ def _train_epoch(
         if config.max_steps is not None and state["step"] >= config.max_steps:
             break
     else:  # a whole epoch: it must have seen every patch of every case
-        check_count(images, len(dataset) * samples_per_case(dataset), f"training epoch {epoch}")
+        check_count(images, cases * samples_per_case(dataset), f"training epoch {epoch}")
     bar.close()
     mean = _finite_loss(loss_sum / max(steps, 1), epoch, state["step"])
+    if here.distributed:
+        mean = sum(gather(mean, here)) / here.size
+        images = sum(gather(images, here))
     return {
         "epoch": epoch,
         "step": state["step"],
@@ -286,7 +318,7 @@ def _seed_everything(*key: int) -> torch.Generator:
 
 
 def _run_config(
-    config: TrainConfig, data: DatasetSpec, device: torch.device, data_dir: Any
+    config: TrainConfig, data: DatasetSpec, device: torch.device, data_dir: Any, here: World
 ) -> dict[str, Any]:
     """config.json: the training config plus what is needed to read and reproduce the run."""
     from calibtut.train.build import amp_dtype
@@ -309,9 +341,19 @@ def _run_config(
         "phantom": data_dir is not None and (Path(data_dir) / PHANTOM_MARKER).is_file(),
         "seeding": (
             f"torch.manual_seed({config.seed}) before the weights; Python, NumPy and torch "
-            f"(and the data order and augmentation) from SeedSequence([{config.seed}, epoch]) "
-            "at the start of every epoch"
+            f"(and the data order and augmentation) from SeedSequence([{config.seed}, epoch"
+            f"{', rank' if here.distributed else ''}]) at the start of every epoch"
+            + (
+                f"; each rank's cases from DistributedSampler(seed={config.seed}).set_epoch(epoch)"
+                if here.distributed
+                else ""
+            )
         ),
+        # several processes (torchrun): the global batch is batch_size x world_size, with the
+        # learning rate as configured (not scaled)
+        "world_size": here.size,
+        "global_batch_size": config.batch_size * here.size,
+        "backend": ("nccl" if device.type == "cuda" else "gloo") if here.distributed else None,
         "device": str(device),
         # CPU results are deterministic for a fixed thread count, which a resume reuses
         "threads": torch.get_num_threads(),
