@@ -10,14 +10,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 __all__ = ["main", "demo", "build_parser"]
 
-# What bad input raises; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError)
+# What bad input raises (an unreadable or misplaced file is the user's: PermissionError names
+# it; a locked run names its owner); anything else is a bug and keeps its traceback.
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    FloatingPointError,
+    PermissionError,
+    NotADirectoryError,
+    IsADirectoryError,
+)
 DEMO_DATASET = "synthetic"
 
 
@@ -91,8 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
-    except USER_ERRORS as err:
+        with warnings.catch_warnings():  # a warning is one line too (e.g. runs left out)
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"calibtut {args.command}: warning: {message}", file=sys.stderr
+            )
+            return _COMMANDS[args.command](args)
+    except Exception as err:
+        if not _is_user_error(err):
+            raise
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"calibtut {args.command}: error: {first_line}", file=sys.stderr)
         return 2
@@ -102,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _is_user_error(err: Exception) -> bool:
+    from calibtut.runs import RunLockedError  # imported only now: --help stays torch-free
+
+    return isinstance(err, (*USER_ERRORS, RunLockedError))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -201,7 +223,8 @@ def demo(
     CPU the runs train side by side, one process and one thread per core. Returns ``report.md``.
     """
     from calibtut.methods import LOSSES
-    from calibtut.report import report_markdown, write_report
+    from calibtut.report import report_markdown, seed_markdown, seed_table, write_report
+    from calibtut.runs import resolve_runs, run_path
     from calibtut.train import TrainConfig, train_many
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -217,9 +240,13 @@ def demo(
     ]
     print(f"{len(configs)} runs into {out}")
     train_many(configs, None, out, device=device, overwrite=overwrite, jobs=jobs, progress=False)
-    table = write_report([out], out)
+    runs = [run_path(out, c.dataset, c.loss, c.seed) for c in configs]
+    table = write_report(runs, out)
     print()
     print(report_markdown(table))
+    by_seed = seed_table(resolve_runs(runs))
+    if not by_seed.empty:
+        print(seed_markdown(by_seed))
     report = out / "report.md"
     print(f"report written to {report} ({time.perf_counter() - start:.0f} s in all)")
     return report

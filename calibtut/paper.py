@@ -50,9 +50,10 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -69,6 +70,7 @@ PAPER_BASE_URL = f"https://raw.githubusercontent.com/{PAPER_REPOSITORY}/{PAPER_C
 PAPER_URL_VARIABLE = "CALIBTUT_PAPER_URL"
 """The environment variable that, when set, replaces :data:`PAPER_BASE_URL` (e.g. a mirror)."""
 PAPER_SEED = 12345
+T = TypeVar("T")
 
 # calibtut name -> (paper name, bundle tag of the paper's main-table run)
 PAPER_DATASETS = {
@@ -383,18 +385,20 @@ def paper_frame(
     return pd.concat(parts, ignore_index=True)
 
 
-def paper_frame_if_available(root: str | Path | None = None, **kwargs) -> pd.DataFrame | None:
-    """:func:`paper_frame`, or None when its files cannot be had (offline, or not under ``root``),
-    after printing what is missing and how to point calibtut at a local copy.
+def if_available(load: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``load(*args, **kwargs)``, or None when the paper's files cannot be had (offline, or not
+    under the given root), after printing what is missing and how to point at a local copy.
 
     What notebooks call, so that they go on with what they can show (your runs) without the
-    paper. ``kwargs`` go to :func:`paper_frame`.
+    paper, section by section: a local copy may hold the per-image results but not the
+    complete-cases ones.
 
     Example:
-        >>> published = paper_frame_if_available(None)  # offline: prints why, returns None
+        >>> published = if_available(paper_frame, None)  # offline: prints why, returns None
+        >>> missing = if_available(missing_classes_report, "bundles")  # doctest: +SKIP
     """
     try:
-        return paper_frame(root, **kwargs)
+        return load(*args, **kwargs)
     except (ConnectionError, FileNotFoundError) as err:
         message = f"The paper's results could not be loaded, so they are left out: {err}"
         if _LOCAL_COPY_HINT not in message:
@@ -887,7 +891,7 @@ def compare_with_runs(
     Runs trained on a phantom (``"phantom": true`` in their config) are left out: their numbers
     are a pipeline check (:func:`real_data_runs_frame`). ``paper_root`` None downloads the paper's
     files (:func:`paper_frame`); when that fails (offline) the paper is left out with a message
-    saying how to point at a local copy (:func:`paper_frame_if_available`). Returns None when
+    saying how to point at a local copy (:func:`if_available`). Returns None when
     neither is there.
 
     Taught in notebooks/04_acdc to 07_brats.
@@ -896,7 +900,7 @@ def compare_with_runs(
     parts = [
         part
         for part in (
-            paper_frame_if_available(paper_root, datasets=datasets),
+            if_available(paper_frame, paper_root, datasets=datasets),
             real_data_runs_frame(run_root, datasets),
         )
         if part is not None

@@ -36,13 +36,22 @@ from calibtut.paper import (
     runs_frame,
     summarize_percentage_changes,
 )
-from calibtut.runs import FLOOR_COLUMNS, IMAGE_METRICS, RunDir, atomic_write, resolve_runs
+from calibtut.runs import (
+    FLOOR_COLUMNS,
+    IMAGE_METRICS,
+    RunDir,
+    atomic_write,
+    check_writable_folder,
+    resolve_runs,
+)
 
 __all__ = [
     "REPORT_COLUMNS",
     "scope_frame",
     "report_table",
     "report_markdown",
+    "seed_table",
+    "seed_markdown",
     "headline",
     "write_report",
 ]
@@ -250,6 +259,70 @@ def report_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+SEED_METRICS = ("ace", "mce", "dice")
+"""The metrics of the per-seed table (:func:`seed_table`)."""
+
+
+def seed_table(runs: Sequence[RunDir]) -> pd.DataFrame:
+    """Each seed on its own: the macro Δ% of every loss against the baseline of its seed.
+
+    The pooled table hides whether one seed carries the result; this one shows every seed
+    (columns as :func:`report_table`, with ``seed``; baselines and phantoms without p-values).
+    Empty when no dataset has a baseline and another loss of two or more seeds.
+
+    Example:
+        >>> seed_table(resolve_runs("runs/demo"))   # doctest: +SKIP
+    """
+    frame = scope_frame(runs)
+    frame = frame[(frame["source"] == MACRO) & frame["metric"].isin(SEED_METRICS)]
+    parts = []
+    for (dataset, seed), part in frame.groupby(["dataset", "seed"], sort=True):
+        seeds = frame.loc[frame["dataset"] == dataset, "seed"].nunique()
+        if seeds < 2 or "baseline" not in set(part["loss"]) or part["loss"].nunique() < 2:
+            continue
+        summary = summarize_percentage_changes(percentage_changes(part))
+        summary = summary[summary["dataset"] != "all"].assign(seed=seed)
+        parts.append(summary)
+    if not parts:
+        return pd.DataFrame(columns=["dataset", "seed", "metric", "loss", "pct_change"])
+    table = pd.concat(parts, ignore_index=True).rename(
+        columns={"mean": "pct_change", "std": "pct_std"}
+    )
+    phantoms = {run.config["dataset"] for run in runs if run.config.get("phantom", False)}
+    table.loc[table["dataset"].isin(phantoms), ["p_value", "p_wilcoxon"]] = math.nan
+    return table[
+        ["dataset", "seed", "metric", "loss", "pct_change", "pct_std", "n", "p_value", "p_wilcoxon"]
+    ]
+
+
+def seed_markdown(table: pd.DataFrame) -> str:
+    """:func:`seed_table` as one Markdown table per dataset: a row per seed, a column per loss
+    and metric."""
+    lines: list[str] = []
+    for dataset in dict.fromkeys(table["dataset"]):
+        part = table[table["dataset"] == dataset]
+        columns = [
+            (metric, loss)
+            for metric in SEED_METRICS
+            for loss in COMPARED_LOSSES
+            if ((part["metric"] == metric) & (part["loss"] == loss)).any()
+        ]
+        header = ["seed", *(f"{METRIC_TITLES[m]} Δ% {loss}" for m, loss in columns)]
+        lines += [
+            f"## {dataset}: macro Δ% by seed\n",
+            "| " + " | ".join(header) + " |",
+            "|---" + "|---:" * (len(header) - 1) + "|",
+        ]
+        cells = {(r.seed, r.metric, r.loss): r for _, r in part.iterrows()}
+        for seed in sorted(set(part["seed"])):
+            row = [str(seed)] + [
+                _change_cell(cells.get((seed, metric, loss))) for metric, loss in columns
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def headline(runs: Mapping[str, RunDir] | Sequence[RunDir]) -> pd.DataFrame:
     """Per loss, Dice, ECE, ACE and MCE (and their noise floors) averaged over test images: the
     report's macro scope.
@@ -294,9 +367,10 @@ statistics) show their numbers without p-values.
 def write_report(paths: Iterable[str | Path], out: str | Path) -> pd.DataFrame:
     """Write ``report.md``, ``report.csv`` and ``figures/`` for the runs under ``paths`` into
     ``out``; returns the table (:func:`report_table`)."""
+    out = Path(out)
+    check_writable_folder(out, "the report folder")
     runs = resolve_runs(paths)
     table = report_table(runs)
-    out = Path(out)
     figures = _write_figures(runs, out / "figures")
     text = [
         "# calibtut report\n",
@@ -304,6 +378,9 @@ def write_report(paths: Iterable[str | Path], out: str | Path) -> pd.DataFrame:
         _EXPLANATION,
         report_markdown(table),
     ]
+    by_seed = seed_table(runs)
+    if not by_seed.empty:
+        text.append(seed_markdown(by_seed))
     if figures:
         text.append("## Figures\n")
         text += [

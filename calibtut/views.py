@@ -29,11 +29,14 @@ from calibtut.losses import l1_ace_gradient
 from calibtut.methods import LOSSES
 from calibtut.metrics import (
     REDUCTIONS,
+    calibration_errors,
     confidence_direction,
     dataset_reliability,
     dataset_reliability_histogram,
+    draw_floor_labels,
     macro_errors,
     micro_errors,
+    noise_floor,
     reliability,
 )
 from calibtut.plots.style import Canvas
@@ -54,6 +57,7 @@ __all__ = [
     "class_summary",
     "confidence_directions",
     "image_metrics",
+    "floor_table",
     "BinningExample",
     "binning_example",
     "EXAMPLE_PROBS",
@@ -542,6 +546,57 @@ class BinningExample:
     loss: float
     gradient: torch.Tensor
     figure: Figure
+
+
+def floor_table(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    class_names: Sequence[str],
+    num_bins: int = 20,
+    draws: int = 64,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How much of one image's ACE a perfectly calibrated model would show too: per class the
+    ACE, its noise floor (:func:`calibtut.metrics.noise_floor`), their ratio and the voxels of a
+    typical middle bin (the fewer, the higher the floor).
+
+    Args:
+        probs: one image's probabilities ``(1, C, *spatial)``.
+        target: its one-hot labels, the same shape.
+        class_names: the ``C`` classes.
+        num_bins: equal-width bins.
+        draws: label draws behind the floor (its standard error is printed in the table).
+        seed: seeds the draws.
+
+    Returns:
+        One row per class: ``ACE``, ``floor``, ``floor se``, ``ACE / floor`` and ``voxels per
+        middle bin`` (the median count of the occupied bins between the first and the last).
+
+    Example:
+        >>> from calibtut.data import toy_segmentation
+        >>> toy = toy_segmentation()
+        >>> table = floor_table(toy.probs, toy.target, toy.class_names)
+        >>> bool((table["ACE"] > table["floor"]).all())
+        True
+
+    Taught in notebooks/01_what_is_calibration.
+    """
+    bins = hard_binning(probs, target, num_bins)
+    generator = torch.Generator().manual_seed(seed)
+    floor = noise_floor(bins, draw_floor_labels(probs, num_bins, draws, generator=generator))
+    ace = calibration_errors(bins).ace[0].double()
+    middle = bins.count[0, :, 1:-1].double()
+    counts = [row[row > 0].median().item() if (row > 0).any() else 0.0 for row in middle]
+    return pd.DataFrame(
+        {
+            "ACE": ace.numpy(),
+            "floor": floor.ace[0].double().numpy(),
+            "floor se": floor.ace_se[0].double().numpy(),
+            "ACE / floor": (ace / floor.ace[0].double()).numpy(),
+            "voxels per middle bin": counts,
+        },
+        index=pd.Index(list(class_names), name="class"),
+    )
 
 
 def binning_example(

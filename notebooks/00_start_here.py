@@ -62,14 +62,15 @@ smoke = False  # True: a few training steps on small settings (what the tests ru
 data_dir = None  # not used here: the synthetic data is generated in memory
 device = None  # None: the GPU if there is one, else the CPU; or "cuda", "mps", "cpu"
 epochs = 4  # the tour trains this many epochs (the synthetic preset is 20)
-run_root = "runs"  # where runs and this notebook's results are written
+run_root = "../runs"  # the repository's runs/ folder, shared by make demo and every notebook
 overwrite = False  # True: retrain runs made with other settings (e.g. after changing epochs)
 
 # %% [markdown]
 # ## The two-minute tour
 #
-# We train the same small U-Net twice on calibtut's synthetic dataset, 64 x 64 images with an
-# organ, a thin ring and a small lesion whose boundaries are deliberately ambiguous: once with
+# We train the same small U-Net twice on calibtut's synthetic dataset, 384 x 384 scans each
+# holding dozens of organs, thin rings and small lesions whose boundaries are deliberately
+# ambiguous (the annotator's hand strays by about two pixels): once with
 # the usual Dice + cross-entropy loss (the *baseline*) and once with the soft mL1-ACE added
 # (*soft*). `resolve_settings` turns the parameters above into training settings and says what
 # they are; `settings.train` trains one run per loss, or reuses a finished one.
@@ -93,9 +94,10 @@ runs = settings.train(data_dir, losses=("baseline", "soft"))
 
 # %% [markdown]
 # Each run is a folder, `runs/tour/synthetic/<loss>/seed_0/`, holding its configuration, its
-# learning curve, its weights and its results on 60 test images: per image and class the Dice
-# score and three calibration errors (ECE, ACE, MCE, all explained in notebook 01). Averaged over
-# the test images:
+# learning curve, its weights and its results on 20 test scans: per scan and class the Dice
+# score and three calibration errors (ECE, ACE, MCE, all explained in notebook 01), each error
+# beside its *noise floor* (in brackets: what a perfectly calibrated model would score on the
+# same voxels, notebook 01 again). Averaged over the test scans:
 
 # %%
 summary = report.headline(runs)

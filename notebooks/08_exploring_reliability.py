@@ -16,8 +16,9 @@
 #
 # Both read only the run directories: the bins saved by evaluation (`bins.npz`) redraw every
 # diagram without running the network, so runs trained on a GPU elsewhere can be explored on a
-# laptop. By default the notebook explores the synthetic runs of notebook 03 (training them first
-# if they are not there); set `runs_folder` to explore others, e.g. `"runs/acdc"`.
+# laptop. By default the notebook explores the synthetic runs of `make demo` and notebook 03
+# (training them first if they are not there); set `runs_folder` to explore others, e.g.
+# `"../runs/acdc"`.
 
 # %%
 # Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
@@ -37,15 +38,15 @@ smoke = False  # True: a few training steps on small settings, if runs must be t
 data_dir = None  # not needed for the synthetic runs
 device = None  # None: the GPU if there is one, else the CPU (only used to train missing runs)
 epochs = None  # None: the synthetic preset's 20, as in notebook 03
-run_root = "runs"  # where notebook 03 wrote its runs, and this notebook its results
-runs_folder = None  # None: the synthetic runs of notebook 03; or a folder of runs to explore
+run_root = "../runs"  # the repository's runs/ folder, shared by make demo and every notebook
+runs_folder = None  # None: the synthetic runs of make demo and notebook 03; or a folder of runs
 
 # %% [markdown]
 # ## The runs
 #
-# The evaluated runs under `runs_folder` (by default notebook 03's, under `run_root`). If there
-# are none, the three synthetic runs of notebook 03 are trained first, with the parameters
-# above (a few minutes on a CPU).
+# The evaluated runs under `runs_folder`: by default those of `make demo` and notebook 03, in
+# `runs/demo/synthetic/`. If there are none, those three runs are trained first, with the
+# parameters above (a few minutes on a CPU).
 
 # %%
 from pathlib import Path
@@ -58,10 +59,10 @@ from calibtut.runs import find_runs
 from calibtut.widgets import ALL_CLASSES, DatasetExplorer, ImageExplorer
 
 if runs_folder is None:
-    runs_folder = Path(run_root) / "synthetic"
+    runs_folder = Path(run_root) / "demo" / "synthetic"
     if not (runs_folder.is_dir() and find_runs(runs_folder)):
         settings = course.resolve_settings(
-            "synthetic", smoke=smoke, device=device, epochs=epochs, run_root=run_root
+            "synthetic", smoke=smoke, device=device, epochs=epochs, run_root=runs_folder.parent
         )
         settings.train(data_dir)
 found = find_runs(runs_folder)
@@ -157,14 +158,16 @@ direction = views.confidence_directions(by_loss)
 display(direction.round(3))
 
 # %% [markdown]
-# **Failure modes.** Look at the lesion panels of the histograms: a band along the bottom
-# edge, across all confidence bins. Those are the images with no lesion at all (a fifth of
-# them). Every voxel's truth is 0, so every occupied bin's mean ground truth is 0, however
-# confident the model was: each count on that row, right of the first bins, is a lesion the
-# model half-believed in where there was none. The band along the top edge is the opposite:
-# bins whose voxels were all lesion although the model gave them a low probability, small
-# lesions it half-missed. The mean ACE mixes these with the boundary errors of well-found
-# lesions; the histogram keeps them apart.
+# **Failure modes.** The baseline's *ring* panel shows a classic one: its top confidence bins
+# (0.85 and above) lie below the diagonal, their voxels ring only three or four times in five.
+# A thin structure's every voxel is near a boundary, and the Dice + cross-entropy network is
+# too sure of it; the hard and soft rows pull those bins towards the diagonal (with hard, the
+# network almost stops predicting the ring above 0.95, and the few voxels left there scatter
+# the top bins). The baseline's *lesion* mass lies below the diagonal from the middle up: a
+# small structure, most of whose voxels are near its edge, predicted more surely than the
+# annotation bears out; both losses bring it back towards the diagonal. The *organ*, large and
+# smooth, stays close to the diagonal in all three rows. The mean ACE mixes these; the
+# histograms keep them apart.
 #
 # **Where it happens.** Every image has bins in the bottom-left and top-right corners: its
 # easy voxels, surely absent or surely present, and right. The middle of each panel is the

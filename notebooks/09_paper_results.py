@@ -40,7 +40,7 @@ smoke = False  # nothing trains here, so smoke mode changes nothing
 data_dir = None  # not used: the results are the paper's files and your run directories
 device = None  # not used: nothing runs a network
 epochs = None  # not used: nothing trains
-run_root = "runs"  # your runs of notebooks 04-07 (compared when present), and the results
+run_root = "../runs"  # the repository's runs/ folder, shared by make demo and every notebook
 paper_root = None  # None: download the paper's files; or a local copy with their bundles/ layout
 
 # %% [markdown]
@@ -56,7 +56,7 @@ from IPython.display import Markdown, display
 
 from calibtut import course, paper, plots
 
-published = paper.paper_frame_if_available(paper_root)  # None, with a message, when unavailable
+published = paper.if_available(paper.paper_frame, paper_root)  # None, saying why, if unavailable
 test_images = None
 if published is None:
     print(
@@ -171,9 +171,8 @@ if published is not None:
 # tumour), not the overlapping regions the metrics score.
 
 # %%
-missing = None
-if published is not None:
-    missing = paper.missing_classes_report(paper_root)
+missing = paper.if_available(paper.missing_classes_report, paper_root)
+if missing is not None:
     display(missing.cases)
     display(missing.per_class[missing.per_class["missing"] > 0])
 
@@ -182,9 +181,8 @@ if published is not None:
 # ACDC, complete, keeps its full results), the second table of their `perc-change_results.md`:
 
 # %%
-complete = None
-if published is not None:
-    complete = paper.complete_cases_table(paper_root)
+complete = paper.if_available(paper.complete_cases_table, paper_root)
+if complete is not None:
     display(Markdown(paper.percentage_change_markdown(complete)))
 
 # %% [markdown]

@@ -19,11 +19,11 @@ def one_thread():
 def small_synthetic(monkeypatch):
     """The synthetic dataset at 32 x 32 with 6 training, 2 validation and 3 test images, so that
     a run trains in a second; returns its spec."""
+    from fakes import SMALL_SYNTHETIC
+
     from calibtut.data import catalog
 
     real = catalog.spec
-    small = real("synthetic").replace(
-        image_size=(32, 32), patch_size=(32, 32), val_window=(32, 32), n_train=6, n_val=2, n_test=3
-    )
+    small = real("synthetic").replace(**SMALL_SYNTHETIC)
     monkeypatch.setattr(catalog, "spec", lambda name: small if name == "synthetic" else real(name))
     return small

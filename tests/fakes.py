@@ -27,6 +27,15 @@ from calibtut.metrics import (
 )
 from calibtut.runs import RunDir, run_path
 
+SMALL_SYNTHETIC = dict(
+    image_size=(32, 32), patch_size=(32, 32), val_window=(32, 32), samples_per_case=1,
+    n_train=6, n_val=2, n_test=3, organs=1, organ_axes=(0.2, 0.3), rings=1,
+    ring_radius=(0.15, 0.2), ring_half_width=(1.0, 1.5), lesions=(1, 1), lesion_radius=(2.0, 3.0),
+    lesion_prob=0.8, spread=0.3,
+)  # fmt: skip
+"""The synthetic dataset shrunk to 32 x 32 (6/2/3 images, one of each structure), so that a
+run trains in a second: ``catalog.spec("synthetic").replace(**SMALL_SYNTHETIC)``."""
+
 IMAGES = ("img0", "img1", "img2")
 CLASSES = ("organ", "ring")
 FLOOR_DRAWS = 8
@@ -330,4 +339,15 @@ def model_run(
     )  # fmt: skip
     scored = list(range(first, n_classes))
     run.write_results(ImageResults.cat(parts), ids, [class_names[c] for c in scored], scored)
+    return run
+
+
+def with_config(run: RunDir, config: Mapping[str, Any]) -> RunDir:
+    """``run`` as if it had been made with ``config``: the config written and the results
+    re-stamped with its identity (a run directory whose content is consistent, but odd)."""
+    run.write_config(dict(config))
+    with np.load(run.bins_path) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    arrays["run_id"] = np.asarray(run.run_id)
+    np.savez_compressed(run.bins_path, **arrays)
     return run

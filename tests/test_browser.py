@@ -151,7 +151,7 @@ def test_explorer_slider_redraws_in_jupyterlab(chromium, jupyter_lab, tmp_path):
             # the explorer shows its metrics table, the diagram and the overlay (two images)
             page.wait_for_function(f"{OUTPUT_IMAGES}.length >= 2", timeout=90_000)
             page.wait_for_selector(".widget-html-content >> text=case_000")
-            assert "tumour" in page.inner_text(".widget-html-content")
+            assert "background" in page.inner_text(".widget-html-content")  # the first class
             diagram, overlay = page.evaluate(f"{OUTPUT_IMAGES}.map(img => img.src)")
             readout = page.locator(".widget-readout").first
             start = int(readout.inner_text())

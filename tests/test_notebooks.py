@@ -218,6 +218,11 @@ def test_01_what_is_calibration(execute):
     for name, errors in result["segmentation"].items():  # the crowd of easy voxels hides the ECE
         assert errors["ACE"] > 5 * errors["ECE"], name
         assert errors["ECE"] <= errors["ACE"] <= errors["MCE"] <= 1
+    floors = result["floor_64"]  # about half of the toy's ACE is sampling noise
+    for name, row in floors.items():
+        assert row["floor"] < row["ACE"] < 3 * row["floor"], name
+        assert row["floor se"] < 0.1 * row["floor"] and row["voxels per middle bin"] < 20
+    assert floors["organ"]["ACE"] == pytest.approx(result["segmentation"]["organ"]["ACE"])
     per_image = np.array(result["ace_per_image"])  # (2 images, 4 classes)
     np.testing.assert_allclose(result["ace_macro"], per_image.mean(0), rtol=1e-6)
     assert not np.allclose(result["ace_micro"], result["ace_macro"])
@@ -236,10 +241,12 @@ def test_02_hard_and_soft_binning(execute):
     assert weights["0.37"]["bin 2"] == pytest.approx(0.35)
     assert weights["0.12"]["bin 0"] == pytest.approx(0.9) and weights["0.01"]["bin 0"] == 1.0
     assert result["lonely_value_occupied"] == [False, True, False, False, False]
-    noise_floor = [
-        result["ace_by_bins"]["calibrated toy (hard)"][str(n)] for n in (5, 10, 20, 40, 80)
-    ]
-    assert noise_floor == sorted(noise_floor)  # more bins, more sampling noise
+    floor, ace = (
+        result["ace_by_bins"][row] for row in ("organ's noise floor (hard)", "organ (hard)")
+    )
+    assert floor["80"] > floor["5"]  # more bins, fewer voxels each, more sampling noise
+    for n in ("5", "10", "20", "40", "80"):  # the overconfident organ stays above its floor
+        assert ace[n] > 1.5 * floor[n], n
     playground = result["playground"]
     assert playground["soft_weights"] == pytest.approx([0, 0.65, 0.35, 0, 0], abs=1e-6)
     assert playground["hard_weights"] == [0, 1, 0, 0, 0]
@@ -259,7 +266,7 @@ def test_03_training_with_calibration_losses(execute):
         assert result["epochs_trained"][loss] == len(run.history()) == 1
         assert result["training_seconds"][loss] > 0
         per_image = run.results().per_image
-        assert len(per_image) == 60 * 3  # the test images x organ, ring, lesion
+        assert len(per_image) == 20 * 3  # the test scans x organ, ring, lesion
     assert_summary_matches_runs(result["summary"], runs)
     assert result["typical_image"] in set(runs["baseline"].results().image_ids)
 

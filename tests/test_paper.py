@@ -32,6 +32,7 @@ from fakes import (
     SOFT_FACTOR,
     complete_images,
     evaluated_run,
+    with_config,
     write_paper_results,
 )
 from scipy.stats import t as t_distribution
@@ -828,12 +829,11 @@ def test_pairing_errors(runs_root, tmp_path):
 
 def test_run_directory_errors(runs_root, tmp_path):
     run = RunDir(runs_root / "synthetic" / "soft" / "seed_0")
-    run.write_config(
-        {"dataset": "synthetic", "loss": "medium", "seed": 0, "class_names": ["left", "right"]}
-    )
+    config = {"dataset": "synthetic", "loss": "medium", "seed": 0, "class_names": ["left", "right"]}
+    with_config(run, config)
     with pytest.raises(ValueError, match="loss 'medium' is not one of"):
         paper.runs_frame(run.path)
-    run.write_config({"dataset": "synthetic", "loss": "soft"})
+    with_config(run, {"dataset": "synthetic", "loss": "soft"})
     with pytest.raises(ValueError, match="config.json lacks seed, class_names"):
         paper.runs_frame(run.path)
     nothing = tmp_path / "nothing"
@@ -944,19 +944,22 @@ def test_compare_with_runs_says_what_is_missing(tmp_path, monkeypatch, capsys):
     assert "Set paper_root (root= in calibtut.paper) to a local copy" in message
 
 
-def test_paper_frame_if_available_says_what_is_missing(tmp_path, monkeypatch, capsys):
+def test_if_available_says_what_is_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CALIBTUT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(paper.PAPER_URL_VARIABLE, "http://127.0.0.1:9/")
     assert paper.paper_base_url() == "http://127.0.0.1:9/"
-    assert paper.paper_frame_if_available(None, datasets=["acdc"]) is None
+    assert paper.if_available(paper.paper_frame, None, datasets=["acdc"]) is None
     message = capsys.readouterr().out
     first = paper.paper_relative_path("acdc", "baseline", "ace")  # the first file it reads
     assert "could not be loaded" in message and f"http://127.0.0.1:9/{first}" in message
     assert message.count("paper_root") == 1  # the download error's hint, not repeated
-    assert paper.paper_frame_if_available(tmp_path / "nothing") is None
+    assert paper.if_available(paper.paper_frame, tmp_path / "nothing") is None
     message = capsys.readouterr().out
     assert "not found: root= (the notebooks' paper_root)" in message
     assert "Set paper_root (root= in calibtut.paper) to a local copy" in message
+    for section in (paper.missing_classes_report, paper.complete_cases_table):
+        assert paper.if_available(section, tmp_path / "nothing") is None
+        assert "could not be loaded" in capsys.readouterr().out
     monkeypatch.delenv(paper.PAPER_URL_VARIABLE)
     assert paper.paper_base_url() == paper.PAPER_BASE_URL
 

@@ -5,18 +5,26 @@ written. Each test here failed before its fix."""
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from fakes import SMALL_SYNTHETIC
 from monai.data import Dataset
 
 from calibtut.cli import main
 from calibtut.data import write_phantom
-from calibtut.runs import RunDir
+from calibtut.runs import RunDir, RunLockedError
 from calibtut.train import TrainConfig, train
 from calibtut.train.build import check_count, data_loader, select_device
 
@@ -158,3 +166,233 @@ def test_the_thread_count_is_recorded_and_reused_on_resume(small_synthetic, tmp_
     torch.set_num_threads(2)
     train(config, None, tmp_path, progress=False)
     assert torch.get_num_threads() == 1 and run.is_evaluated
+
+
+# --- one run directory, one run ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> RunDir:
+    """A tiny finished synthetic run (2 epochs at 32 x 32), trained once for this module."""
+    from calibtut.data import catalog
+
+    small = _small_synthetic(catalog.spec("synthetic"))
+    with pytest.MonkeyPatch.context() as patch:
+        real = catalog.spec
+        patch.setattr(catalog, "spec", lambda name: small if name == "synthetic" else real(name))
+        config = TrainConfig.for_dataset("synthetic", epochs=2, width=4, val_every=1)
+        return train(config, None, tmp_path_factory.mktemp("trained"), progress=False)
+
+
+def _small_synthetic(spec):
+    return spec.replace(**SMALL_SYNTHETIC)
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path) -> RunDir:
+    return RunDir(shutil.copytree(trained.path, tmp_path / "synthetic" / "baseline" / "seed_0"))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_live_lock_is_refused_naming_its_owner(run_copy, capsys):
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": owner.pid, "host": socket.gethostname(), "since": "today"}
+        run_copy.lock_path.write_text(json.dumps(lock))
+        before = snapshot(run_copy.path)
+        with pytest.raises(RunLockedError, match=f"in use by process {owner.pid} on"):
+            with run_copy.lock():
+                pass
+        assert main(["evaluate", str(run_copy.path)]) == 2
+        assert f"in use by process {owner.pid}" in error_line(capsys)
+        assert snapshot(run_copy.path) == before
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_a_lock_of_another_host_is_never_taken_over(run_copy):
+    lock = {"pid": 1, "host": "elsewhere.example", "since": "today"}
+    run_copy.lock_path.write_text(json.dumps(lock))
+    with pytest.raises(RunLockedError, match=r"process 1 on elsewhere.example .*delete .*\.lock"):
+        with run_copy.lock():
+            pass
+
+
+@pytest.mark.parametrize("reaped", [True, False])
+def test_a_stale_lock_is_taken_over_and_the_lock_is_re_entrant(run_copy, reaped):
+    """The owner is gone: reaped, or killed and not yet reaped by its parent (a zombie)."""
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone.kill()
+    if reaped:
+        gone.wait()
+    else:
+        time.sleep(0.5)
+    lock = {"pid": gone.pid, "host": socket.gethostname(), "since": "yesterday"}
+    run_copy.lock_path.write_text(json.dumps(lock))
+    with run_copy.lock():
+        assert json.loads(run_copy.lock_path.read_text())["pid"] == os.getpid()
+        with run_copy.lock():  # evaluation inside training
+            assert run_copy.lock_path.is_file()
+        assert run_copy.lock_path.is_file()
+    assert not run_copy.lock_path.exists()
+    gone.wait()
+
+
+def test_two_processes_on_one_run_directory(run_copy):
+    """A second process is refused while the first holds the run; once it ends, it may go on."""
+    script = (
+        "import sys, time\nfrom calibtut.runs import RunDir\n"
+        "with RunDir(sys.argv[1]).lock():\n    print('held', flush=True)\n    time.sleep(60)\n"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-c", script, str(run_copy.path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert first.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"process {first.pid}"):
+            with run_copy.lock():
+                pass
+    finally:
+        first.kill()
+        first.wait()
+    with run_copy.lock():  # killed: its lock is stale
+        pass
+
+
+def test_a_best_checkpoint_of_another_run_is_refused(trained, run_copy, tmp_path, capsys):
+    other = RunDir(shutil.copytree(trained.path, tmp_path / "other"))
+    config = {k: v for k, v in other.config.items() if k != "run_id"}
+    other.write_config({**config, "lr": 0.5})  # another run, its own identity
+    shutil.copy(other.config_path, tmp_path / "other.json")
+    shutil.copy(run_copy.best_path, other.best_path)  # a best.pt from elsewhere
+    before = snapshot(other.path)
+    assert main(["evaluate", str(other.path)]) == 2
+    assert f"{other.checkpoint_path} belongs to another run" in error_line(capsys)
+    assert snapshot(other.path) == before
+
+
+def test_an_edited_config_is_refused(run_copy, capsys, tmp_path):
+    config = json.loads(run_copy.config_path.read_text())
+    run_copy.config_path.write_text(json.dumps({**config, "loss": "soft"}))  # relabelled
+    assert main(["report", str(run_copy.path), "--out", str(tmp_path / "report")]) == 2
+    assert "was changed after the run was made" in error_line(capsys)
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_refuses_two_runs_of_one_name_and_warns_of_skipped_runs(run_copy, tmp_path, capsys):
+    twin = RunDir(shutil.copytree(run_copy.path, tmp_path / "again" / "baseline"))
+    out = tmp_path / "report"
+    assert main(["report", str(run_copy.path), str(twin.path), "--out", str(out)]) == 2
+    assert "copies of one run of synthetic/baseline/seed_0" in error_line(capsys)
+    unfinished = RunDir(tmp_path / "synthetic" / "hard" / "seed_0")
+    unfinished.write_config({"dataset": "synthetic", "loss": "hard", "seed": 0})
+    assert main(["report", str(tmp_path / "synthetic"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "left out 1 run(s)" in err and "hard/seed_0" in err
+
+
+def test_history_is_rebuilt_and_orphans_removed_on_resume(trained, run_copy, monkeypatch):
+    """Killed after the last checkpoint but before history.csv: the resumed run has it all."""
+    from calibtut.data import catalog
+
+    small = _small_synthetic(catalog.spec("synthetic"))
+    real = catalog.spec
+    monkeypatch.setattr(catalog, "spec", lambda name: small if name == "synthetic" else real(name))
+    full = run_copy.history()
+    run_copy.write_history(full.iloc[:1].to_dict("records"))
+    for path in (run_copy.per_image_path, run_copy.bins_path):
+        path.unlink()
+    orphans = [run_copy.path / ".checkpoint.pt.x1.tmp", run_copy.predictions_dir / ".a.npz.x2.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half")
+    config = TrainConfig.from_dict(run_copy.config)
+    train(config, None, run_dir=run_copy.path, progress=False)
+    pd.testing.assert_frame_equal(run_copy.history(), full)
+    assert not any(orphan.exists() for orphan in orphans)
+    assert run_copy.is_finished
+
+
+def test_overwrite_removes_orphans(run_copy):
+    orphan = run_copy.path / ".best.pt.x3.tmp"
+    orphan.write_bytes(b"half")
+    run_copy.clear()
+    assert not orphan.exists() and list(run_copy.path.iterdir()) == []
+
+
+# --- damaged result files are named --------------------------------------------------------------
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _nan_bins(path: Path) -> None:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["pred_sum"][0, 0, 0] = np.nan
+    np.savez_compressed(path, **arrays)
+
+
+def _text_in_numbers(path: Path) -> None:
+    table = pd.read_csv(path)
+    table["ace"] = table["ace"].astype(object)
+    table.loc[3, "ace"] = "n/a?"
+    table.to_csv(path, index=False)
+
+
+def _drop_a_row(path: Path) -> None:
+    pd.read_csv(path).iloc[1:].to_csv(path, index=False)
+
+
+@pytest.mark.parametrize(
+    "damage, file, message",
+    [
+        (_truncate, "bins.npz", "is not a readable bins file"),
+        (lambda p: p.write_bytes(b"garbage"), "bins.npz", "is not a readable bins file"),
+        (_nan_bins, "bins.npz", "pred_sum holds values outside [0, count] (or NaN)"),
+        (lambda p: p.write_text(""), "per_image.csv", "is not a readable table"),
+        (_text_in_numbers, "per_image.csv", "column 'ace' holds text (line 5)"),
+        (_drop_a_row, "per_image.csv", "does not hold one row per image and class"),
+    ],
+)
+def test_damaged_results_are_one_line_naming_the_file(
+    run_copy, tmp_path, capsys, damage, file, message
+):
+    damage(run_copy.path / file)
+    out = tmp_path / "report"
+    assert main(["report", str(run_copy.path), "--out", str(out)]) == 2
+    line = error_line(capsys)
+    assert str(run_copy.path / file) in line and message in line
+    assert not out.exists()
+
+
+def test_a_truncated_prediction_is_named(run_copy, tmp_path, capsys):
+    from calibtut import views
+
+    path = run_copy.predictions_dir / f"{run_copy.prediction_ids()[0]}.npz"
+    _truncate(path)
+    with pytest.raises(ValueError, match=f"{path} is not a readable prediction"):
+        views.overlays([run_copy], run_copy.prediction_ids()[0])
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "read-only"])
+def test_run_and_report_folders_that_cannot_be_written(tmp_path, capsys, monkeypatch, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    folder = {"a file": blocker, "under a file": blocker / "runs"}.get(where, tmp_path / "ro")
+    if where == "read-only":  # as root every folder is writable: make it say no
+        folder.mkdir()
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == folder else real(p, m))
+    expected = "is a file" if where != "read-only" else "is not writable"
+    assert (
+        main(["train", "--dataset", "synthetic", "--run-root", str(folder), "--epochs", "1"]) == 2
+    )
+    assert "the run folder" in (line := error_line(capsys)) and expected in line
+    assert main(["report", str(tmp_path), "--out", str(folder / "report")]) == 2
+    assert "the report folder" in (line := error_line(capsys)) and expected in line
+    assert blocker.read_text() == "x"

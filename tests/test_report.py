@@ -30,7 +30,7 @@ SEEDS = (0, 1)
 NUM_BINS = 20
 
 
-def make_run(root, loss: str, seed: int, images=IMAGES) -> RunDir:
+def make_run(root, loss: str, seed: int, images=IMAGES, dataset="synthetic", config=None) -> RunDir:
     """A run directory with random but valid per-image values, bins and noise floors."""
     rng = np.random.default_rng([LOSSES.index(loss), seed])
     shape = (len(images), len(CLASSES))
@@ -50,8 +50,8 @@ def make_run(root, loss: str, seed: int, images=IMAGES) -> RunDir:
         "confidence": rng.uniform(0.5, 1, (8, 8)),
     }  # fmt: skip
     return evaluated_run(
-        root, "synthetic", loss, seed, image_ids=list(images), classes=CLASSES, values=values,
-        empty=empty, num_bins=NUM_BINS, predictions={images[0]: prediction},
+        root, dataset, loss, seed, image_ids=list(images), classes=CLASSES, values=values,
+        empty=empty, num_bins=NUM_BINS, predictions={images[0]: prediction}, config=config,
     )  # fmt: skip
 
 
@@ -208,16 +208,11 @@ def test_write_report_files(runs, tmp_path):
 def test_phantom_runs_are_a_pipeline_check_without_statistics(runs, tmp_path):
     """Runs trained on a phantom keep their numbers and Δ% but carry no p-value; a real dataset
     reported beside them keeps its tests."""
-    phantom = []
-    for seed in SEEDS:
-        for loss in LOSSES:
-            run = make_run(tmp_path / "runs", loss, seed)
-            config = {**run.config, "dataset": "acdc", "phantom": True}
-            moved = RunDir(tmp_path / "runs" / "acdc" / loss / f"seed_{seed}")
-            moved.path.parent.mkdir(parents=True, exist_ok=True)
-            run.path.rename(moved.path)
-            moved.write_config(config)
-            phantom.append(moved)
+    phantom = [
+        make_run(tmp_path / "runs", loss, seed, dataset="acdc", config={"phantom": True})
+        for seed in SEEDS
+        for loss in LOSSES
+    ]
     table = report_table([*phantom, *runs])
     acdc, synthetic = table[table["dataset"] == "acdc"], table[table["dataset"] == "synthetic"]
     assert acdc["phantom"].all() and not synthetic["phantom"].any()

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from fakes import model_run  # noqa: E402
+from fakes import model_run, with_config  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 from reference import as_sums, direct_errors, direct_histogram  # noqa: E402
 
@@ -320,7 +320,7 @@ def test_explorers_open_on_one_run_per_loss(tmp_path):
 
 def test_runs_that_do_not_name_their_channels_are_named(tmp_path):
     unnamed = write_run(tmp_path, n_images=1)
-    unnamed.write_config({k: v for k, v in unnamed.config.items() if k != "class_names"})
+    with_config(unnamed, {k: v for k, v in unnamed.config.items() if k != "class_names"})
     with pytest.raises(ValueError, match="config.json lacks class_names"):
         widgets.ImageExplorer(unnamed)
 

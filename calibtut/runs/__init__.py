@@ -25,12 +25,15 @@ of the metrics, so a softmax run's bins hold classes 1.. while its label maps co
 per-image rows to bins by ``class_indices`` (or by class name), never by position.
 
 Every file is written to a temporary name and renamed into place, so a reader never sees a
-half-written file; a run counts as evaluated only when both result files exist. The run's
+half-written file; a run counts as evaluated only when both result files exist. Every file
+carries the run's identity (``run_id``, a hash of ``config.json``) and reading one checks it, so
+a checkpoint copied from another run or an edited ``config.json`` is refused; while a process
+trains or evaluates a run it holds ``.lock`` (its pid and host). The run's
 lifecycle lives here too (:meth:`RunDir.plan`: train, resume or reuse; :meth:`RunDir.clear`), so
 the command line, the course and the notebooks decide it in one way.
 """
 
-from calibtut.runs.files import atomic_write, load_checkpoint
+from calibtut.runs.files import atomic_write, check_writable_folder, load_checkpoint
 from calibtut.runs.results import (
     FLOOR_COLUMNS,
     IMAGE_METRICS,
@@ -39,12 +42,22 @@ from calibtut.runs.results import (
     image_means,
     per_image_table,
 )
-from calibtut.runs.rundir import RunDir, RunPlan, find_runs, resolve_runs, run_path
+from calibtut.runs.rundir import (
+    RunDir,
+    RunLockedError,
+    RunPlan,
+    SkippedRunsWarning,
+    find_runs,
+    resolve_runs,
+    run_path,
+)
 
 __all__ = [
     "RunDir",
     "RunResults",
     "RunPlan",
+    "RunLockedError",
+    "SkippedRunsWarning",
     "PER_IMAGE_COLUMNS",
     "FLOOR_COLUMNS",
     "IMAGE_METRICS",
@@ -55,4 +68,5 @@ __all__ = [
     "per_image_table",
     "load_checkpoint",
     "atomic_write",
+    "check_writable_folder",
 ]

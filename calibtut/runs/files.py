@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -11,7 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "save_npz", "load_checkpoint"]
+__all__ = [
+    "atomic_write",
+    "save_npz",
+    "load_checkpoint",
+    "run_identity",
+    "remove_orphans",
+    "check_writable_folder",
+]
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -42,6 +51,65 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable_folder(path: str | Path, what: str) -> None:
+    """Refuse, before anything is written, a folder that cannot be made or written to.
+
+    Args:
+        path: the folder (it need not exist yet).
+        what: how the user gave it, for the message (e.g. ``"--run-root"``).
+
+    Raises:
+        ValueError: ``path`` or one of its parents is a file, or the nearest existing folder is
+            not writable.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} {path} cannot be a folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path} is not writable ({existing} is read-only to you)")
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Remove the temporary files a killed :func:`atomic_write` left in ``folder``.
+
+    Only safe while no other process writes there (a run directory under its lock).
+
+    Args:
+        folder: a folder written by :func:`atomic_write`.
+
+    Returns:
+        The files removed.
+    """
+    orphans = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
+
+
+def run_identity(config: Mapping[str, Any]) -> str:
+    """A run's identity: a hash of its ``config.json`` (less the ``run_id`` entry itself).
+
+    Every artefact of a run records it, and reading one checks it, so a ``best.pt`` copied in
+    from another run, or a ``config.json`` edited after training, is refused rather than used.
+
+    Args:
+        config: the run's config (JSON-serialisable; other values count as their ``str``).
+
+    Returns:
+        16 hexadecimal digits.
+
+    Example:
+        >>> run_identity({"loss": "soft", "seed": 0}) == run_identity({"seed": 0, "loss": "soft"})
+        True
+    """
+    content = {k: v for k, v in config.items() if k != "run_id"}
+    text = json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _umask() -> int:

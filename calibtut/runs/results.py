@@ -238,39 +238,112 @@ def read_results(path: str, _stamps: tuple) -> RunResults:
     from calibtut.runs.rundir import RunDir
 
     run = RunDir(path)
+    run_id = run.run_id
+    arrays = _read_bins(run)
+    if str(arrays.get("run_id", "")) != run_id:
+        raise ValueError(
+            f"{run.bins_path} belongs to another run (run_id {arrays.get('run_id', 'missing')}, "
+            f"while {run.config_path} is run {run_id}): evaluate the run again"
+        )
+    bins = BinStats(*(torch.from_numpy(arrays[k]) for k in ("pred_sum", "target_sum", "count")))
+    image_ids = [str(i) for i in arrays["image_ids"]]
+    class_names = [str(c) for c in arrays["class_names"]]
+    class_indices = [int(i) for i in arrays["class_indices"]]
+    draws = None
+    if "floor_target_sums" in arrays:
+        from calibtut.metrics import FloorDraws
+
+        draws = FloorDraws(torch.from_numpy(arrays["floor_target_sums"]))
+    _check_bins(run, bins, image_ids, class_names, class_indices, draws)
+    per_image = _read_per_image(run, bins, image_ids, class_names)
+    return RunResults(bins, image_ids, class_names, class_indices, per_image, draws)
+
+
+_BIN_ARRAYS = ("pred_sum", "target_sum", "count", "image_ids", "class_names", "class_indices")
+
+
+def _read_bins(run) -> dict[str, np.ndarray]:
+    """Every array of ``bins.npz``, or one error naming the file (a truncated or foreign file)."""
     try:
         with np.load(run.bins_path, allow_pickle=False) as z:
-            bins = BinStats(*(torch.from_numpy(z[k]) for k in ("pred_sum", "target_sum", "count")))
-            image_ids = [str(i) for i in z["image_ids"]]
-            class_names = [str(c) for c in z["class_names"]]
-            if "class_indices" not in z:
-                raise ValueError(
-                    f"{run.bins_path} lacks array 'class_indices' (written before runs recorded "
-                    "each class's output channel): evaluate the run again."
-                )
-            class_indices = [int(i) for i in z["class_indices"]]
-            draws = None
-            if "floor_target_sums" in z:
-                from calibtut.metrics import FloorDraws
+            arrays = {k: z[k] for k in z.files}
+    except Exception as err:  # BadZipFile, zlib.error, EOFError, ValueError (pickles), ...
+        raise ValueError(
+            f"{run.bins_path} is not a readable bins file ({type(err).__name__}: {err}): "
+            "evaluate the run again"
+        ) from err
+    missing = [k for k in _BIN_ARRAYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{run.bins_path} lacks arrays {missing}: evaluate the run again")
+    return arrays
 
-                draws = FloorDraws(torch.from_numpy(z["floor_target_sums"]))
-    except KeyError as err:
-        raise ValueError(f"{run.bins_path} lacks array {err}.") from err
+
+def _check_bins(run, bins, image_ids, class_names, class_indices, draws) -> None:
+    """The bins are sums of probabilities and labels over counted voxels, and fit the run."""
+    where = run.bins_path
+    shape = tuple(bins.count.shape)
+    if len(shape) != 3 or shape[:2] != (len(image_ids), len(class_names)):
+        raise ValueError(
+            f"{where}: bins of shape {shape} do not fit {len(image_ids)} images and "
+            f"{len(class_names)} classes"
+        )
+    if any(tuple(a.shape) != shape for a in (bins.pred_sum, bins.target_sum)):
+        raise ValueError(f"{where}: pred_sum, target_sum and count differ in shape")
+    if not torch.isfinite(bins.count).all() or (bins.count < 0).any():
+        raise ValueError(f"{where}: count holds negative or non-finite values")
+    for name, values in (("pred_sum", bins.pred_sum), ("target_sum", bins.target_sum)):
+        slack = 1e-6 * bins.count.double() + 1e-6
+        if (
+            not torch.isfinite(values).all()
+            or (values < -slack).any()
+            or (values.double() > bins.count.double() + slack).any()
+        ):
+            raise ValueError(f"{where}: {name} holds values outside [0, count] (or NaN)")
+    if len(set(image_ids)) != len(image_ids) or len(set(class_names)) != len(class_names):
+        raise ValueError(f"{where}: image_ids and class_names must be distinct")
     if len(class_indices) != len(class_names):
         raise ValueError(
-            f"{run.bins_path} holds {len(class_indices)} class_indices for {len(class_names)} classes."
+            f"{where} holds {len(class_indices)} class_indices for {len(class_names)} classes."
         )
     channels = run.config.get("class_names")
     for index, name in zip(class_indices, class_names, strict=True):
         if channels is not None and (index >= len(channels) or channels[index] != name):
             raise ValueError(
-                f"{run.bins_path} puts class {name!r} at output channel {index}, but "
+                f"{where} puts class {name!r} at output channel {index}, but "
                 f"{run.config_path} names the channels {channels}."
             )
-    per_image = pd.read_csv(run.per_image_path, dtype={"image_id": str})
+    sums = None if draws is None else tuple(draws.target_sums.shape)
+    if sums is not None and (len(sums) != 4 or sums[:2] + sums[3:] != shape):
+        raise ValueError(f"{where}: floor_target_sums do not fit the bins {shape}")
+
+
+def _read_per_image(run, bins, image_ids, class_names) -> pd.DataFrame:
+    """``per_image.csv``, checked: its columns, its numbers, and one row per image and class of
+    the bins it was written with."""
+    where = run.per_image_path
+    try:
+        per_image = pd.read_csv(where, dtype={"image_id": str, "class_name": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{where} is not a readable table ({err}): evaluate the run again"
+        ) from err
     missing = [c for c in PER_IMAGE_COLUMNS if c not in per_image.columns]
     if missing:
+        raise ValueError(f"{where} lacks columns {missing}; expected {PER_IMAGE_COLUMNS}.")
+    for column in [*IMAGE_METRICS, "class_index", *FLOOR_COLUMNS]:
+        if column in per_image.columns and not pd.api.types.is_numeric_dtype(per_image[column]):
+            bad = (
+                pd.to_numeric(per_image[column], errors="coerce").isna() & per_image[column].notna()
+            )
+            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2 if bad.any() else "?"
+            raise ValueError(f"{where}: column {column!r} holds text (line {row})")
+    if per_image["empty"].dtype != bool:
+        raise ValueError(f"{where}: column 'empty' must hold True/False")
+    expected = pd.MultiIndex.from_product([image_ids, class_names])
+    found = pd.MultiIndex.from_frame(per_image[["image_id", "class_name"]])
+    if len(per_image) != len(expected) or not found.sort_values().equals(expected.sort_values()):
         raise ValueError(
-            f"{run.per_image_path} lacks columns {missing}; expected {PER_IMAGE_COLUMNS}."
+            f"{where} does not hold one row per image and class of {run.bins_path} "
+            f"({len(per_image)} rows for {len(image_ids)} images x {len(class_names)} classes)"
         )
-    return RunResults(bins, image_ids, class_names, class_indices, per_image, draws)
+    return per_image

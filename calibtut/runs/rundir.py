@@ -4,8 +4,13 @@ lifecycle (train, resume or reuse; clear); and the one way paths become runs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+import socket
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,15 +19,39 @@ import pandas as pd
 import torch
 
 from calibtut.methods import LOSSES
-from calibtut.runs.files import atomic_write, load_checkpoint, save_npz
+from calibtut.runs.files import (
+    atomic_write,
+    load_checkpoint,
+    remove_orphans,
+    run_identity,
+    save_npz,
+)
 from calibtut.runs.results import RunResults, per_image_table, read_results
 
 if TYPE_CHECKING:
     from calibtut.metrics import ImageResults
 
-__all__ = ["RunDir", "RunPlan", "run_path", "find_runs", "resolve_runs"]
+__all__ = [
+    "RunDir",
+    "RunPlan",
+    "RunLockedError",
+    "SkippedRunsWarning",
+    "run_path",
+    "find_runs",
+    "resolve_runs",
+]
 
 RunPlan = Literal["train", "resume", "reuse"]
+_HELD: set[Path] = set()  # run directories this process has locked (the lock is re-entrant)
+_UNWRITTEN_LOCK_S = 30.0  # an empty lock file this old was left by a process killed while taking it
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training or evaluating the run directory."""
+
+
+class SkippedRunsWarning(UserWarning):
+    """A folder of runs held runs that are not evaluated; they were left out."""
 
 
 def run_path(root: str | Path, dataset: str, loss: str, seed: int) -> Path:
@@ -136,14 +165,39 @@ class RunDir:
         return f"{c.get('dataset', '?')}/{c.get('loss', '?')}/seed_{c.get('seed', '?')}"
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """Write ``config.json`` (atomically, keys sorted).
+        """Write ``config.json`` (atomically, keys sorted) with the run's identity, ``run_id``.
 
         Args:
             config: everything needed to reproduce the run (JSON-serialisable; other values are
                 written as their ``str``).
         """
-        text = json.dumps(config, indent=2, sort_keys=True, default=str)
+        content = json.loads(json.dumps(config, default=str))
+        content["run_id"] = run_identity(content)
+        text = json.dumps(content, indent=2, sort_keys=True)
         atomic_write(self.config_path, lambda p: p.write_text(text + "\n"))
+
+    @property
+    def run_id(self) -> str:
+        """The run's identity (:func:`~calibtut.runs.files.run_identity`), checked against
+        ``config.json``'s content: every other file of the run must carry the same.
+
+        Raises:
+            FileNotFoundError: no ``config.json``.
+            ValueError: ``config.json`` has no ``run_id`` or was changed after the run was made.
+        """
+        recorded = self.config
+        if "run_id" not in recorded:
+            raise ValueError(
+                f"{self.config_path} has no run_id (a run of calibtut 0.1): train it again "
+                "(--overwrite)"
+            )
+        if run_identity(recorded) != recorded["run_id"]:
+            raise ValueError(
+                f"{self.config_path} was changed after the run was made (its content no longer "
+                f"matches its run_id {recorded['run_id']}): restore it, or train again "
+                "(--overwrite)"
+            )
+        return str(recorded["run_id"])
 
     # history and checkpoints -------------------------------------------------------------
     def history(self) -> pd.DataFrame:
@@ -175,9 +229,9 @@ class RunDir:
 
         Raises:
             FileNotFoundError: no ``checkpoint.pt``.
-            ValueError: the file is damaged or not a calibtut checkpoint.
+            ValueError: the file is damaged, not a calibtut checkpoint, or another run's.
         """
-        return load_checkpoint(self.checkpoint_path)
+        return self._own(self.checkpoint_path, load_checkpoint(self.checkpoint_path))
 
     def best(self) -> dict[str, Any]:
         """The best validation weights, what evaluation uses (:func:`load_checkpoint`).
@@ -187,24 +241,37 @@ class RunDir:
 
         Raises:
             FileNotFoundError: no ``best.pt``.
-            ValueError: the file is damaged or not a calibtut checkpoint.
+            ValueError: the file is damaged, not a calibtut checkpoint, or another run's.
         """
-        return load_checkpoint(self.best_path)
+        return self._own(self.best_path, load_checkpoint(self.best_path))
+
+    def _own(self, path: Path, state: dict[str, Any]) -> dict[str, Any]:
+        if state.get("run_id") != self.run_id:
+            raise ValueError(
+                f"{path} belongs to another run (run_id {state.get('run_id')}, while "
+                f"{self.config_path} is run {self.run_id}): it was copied in or left over; "
+                "train again (--overwrite)"
+            )
+        return state
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint.pt`` (atomically).
 
         Args:
-            state: the resumable training state (``model`` and ``dataset`` entries among them).
+            state: the resumable training state (``model`` and ``dataset`` entries among them);
+                the run's ``run_id`` is added.
         """
+        state = {**state, "run_id": self.run_id}
         atomic_write(self.checkpoint_path, lambda p: torch.save(state, p))
 
     def write_best(self, state: dict[str, Any]) -> None:
         """Write ``best.pt`` (atomically).
 
         Args:
-            state: the best validation weights and what evaluation needs to rebuild the model.
+            state: the best validation weights and what evaluation needs to rebuild the model;
+                the run's ``run_id`` is added.
         """
+        state = {**state, "run_id": self.run_id}
         atomic_write(self.best_path, lambda p: torch.save(state, p))
 
     # lifecycle ---------------------------------------------------------------------------
@@ -251,13 +318,102 @@ class RunDir:
         return "reuse" if self.is_finished else "resume"
 
     def clear(self) -> None:
-        """Remove the run's files (results first, so it never looks evaluated while half-deleted)."""
+        """Remove the run's files (results first, so it never looks evaluated while half-deleted),
+        and what killed writes left behind."""
         for path in (self.per_image_path, self.bins_path, self.history_path, self.checkpoint_path):
             path.unlink(missing_ok=True)
         self.best_path.unlink(missing_ok=True)
         self.config_path.unlink(missing_ok=True)
         if self.predictions_dir.is_dir():
             shutil.rmtree(self.predictions_dir)
+        self.remove_orphans()
+
+    def remove_orphans(self) -> list[Path]:
+        """Remove the temporary files of writes a kill interrupted (only under :meth:`lock`).
+
+        Returns:
+            The files removed.
+        """
+        return remove_orphans(self.path) + remove_orphans(self.predictions_dir)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process while it trains or evaluates it.
+
+        The lock is a file, ``.lock``, created exclusively and holding the owner's pid and host;
+        a lock whose process is gone (on this host) is stale and taken over. The lock is
+        re-entrant within a process (evaluation inside training).
+
+        Returns:
+            A context manager holding the lock while its block runs (it yields nothing).
+
+        Raises:
+            RunLockedError: another live process holds the run, named in the message.
+
+        Example:
+            >>> with RunDir("runs/x/baseline/seed_0").lock():   # doctest: +SKIP
+            ...     ...
+        """
+        key = self.path.resolve()
+        if key in _HELD:
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.ctime()}
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                if self._lock_is_stale():
+                    self.lock_path.unlink(missing_ok=True)
+                    continue
+                raise RunLockedError(self._locked_message()) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(owner, f)
+            break
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            self.lock_path.unlink(missing_ok=True)
+
+    def _lock_owner(self) -> dict[str, Any] | None:
+        try:
+            owner = json.loads(self.lock_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return owner if isinstance(owner, dict) else None
+
+    def _lock_is_stale(self) -> bool:
+        owner = self._lock_owner()
+        if owner is None:  # being written this instant, or its writer was killed doing so
+            try:
+                return time.time() - self.lock_path.stat().st_mtime > _UNWRITTEN_LOCK_S
+            except FileNotFoundError:
+                return True
+        if owner.get("host") != socket.gethostname():
+            return False  # another machine's process: only its owner can tell
+        try:
+            pid = int(owner["pid"])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return _is_zombie(pid)  # killed, not yet reaped by its parent: gone all the same
+
+    def _locked_message(self) -> str:
+        owner = self._lock_owner() or {}
+        who = f"process {owner.get('pid', '?')} on {owner.get('host', '?')}"
+        return (
+            f"{self.path} is in use by {who} (since {owner.get('since', '?')}): wait for it to "
+            f"finish, or delete {self.lock_path} if that process is gone"
+        )
 
     # results ---------------------------------------------------------------------------
     def results(self) -> RunResults:
@@ -328,6 +484,7 @@ class RunDir:
             "image_ids": np.asarray(image_ids, dtype=str),
             "class_names": np.asarray(class_names, dtype=str),
             "class_indices": np.asarray(indices, dtype=np.int64),
+            "run_id": np.asarray(self.run_id),
         }
         if results.draws is not None:
             arrays["floor_target_sums"] = results.draws.target_sums.detach().float().cpu().numpy()
@@ -396,11 +553,18 @@ class RunDir:
 
         Raises:
             FileNotFoundError: no prediction was saved for ``image_id``.
+            ValueError: the file is damaged.
         """
         path = self.predictions_dir / f"{image_id}.npz"
         self._require(path, f"saved prediction for image {image_id!r}")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in ("image", "label", "prediction", "confidence")}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in ("image", "label", "prediction", "confidence")}
+        except Exception as err:  # BadZipFile, zlib.error, a missing array, ...
+            raise ValueError(
+                f"{path} is not a readable prediction ({type(err).__name__}: {err}): evaluate "
+                "the run again"
+            ) from err
 
     def _require(self, path: Path, what: str) -> None:
         if not path.is_file():
@@ -408,6 +572,15 @@ class RunDir:
 
 
 _ABSENT = object()
+
+
+def _is_zombie(pid: int) -> bool:
+    """A process that has ended but whose parent has not reaped it (Linux; False elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def find_runs(root: str | Path) -> list[RunDir]:
@@ -428,6 +601,14 @@ def find_runs(root: str | Path) -> list[RunDir]:
     if not root.is_dir():
         raise FileNotFoundError(f"No run root at {root}.")
     runs = [RunDir(p.parent) for p in sorted(root.rglob("config.json"))]
+    skipped = [str(r.path.relative_to(root)) for r in runs if not r.is_evaluated]
+    if skipped:
+        warnings.warn(
+            f"left out {len(skipped)} run(s) under {root} that are not evaluated (still training, "
+            f"or interrupted): {', '.join(skipped)}",
+            SkippedRunsWarning,
+            stacklevel=2,
+        )
     return [r for r in runs if r.is_evaluated]
 
 
@@ -473,4 +654,13 @@ def resolve_runs(paths: RunDir | str | Path | Iterable[RunDir | str | Path]) -> 
         runs.update((r.path.resolve(), r) for r in found)
     if not runs:
         raise ValueError("no runs given: pass run directories or a folder that holds runs")
+    named: dict[str, RunDir] = {}
+    for run in runs.values():
+        other = named.setdefault(run.name, run)
+        if other is not run:
+            kind = "copies of one run" if other.run_id == run.run_id else "two different runs"
+            raise ValueError(
+                f"{kind} of {run.name}: {other.path} and {run.path}; pass only one (tables and "
+                "figures average runs by dataset, loss and seed)"
+            )
     return list(runs.values())

@@ -9,6 +9,7 @@ uses the best validation weights (``best.pt``), as the paper does, and writes ``
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import monai
@@ -164,6 +165,20 @@ def evaluate(
     if data_dir is None:
         data_dir = recorded.get("data_dir")
     here, device = start(select_device(device))
+    with run.lock() if here.is_main else nullcontext():
+        _evaluate(run, config, data, data_dir, device, progress, here)
+    return run
+
+
+def _evaluate(
+    run: RunDir,
+    config: TrainConfig,
+    data: DatasetSpec,
+    data_dir: str | Path | None,
+    device: torch.device,
+    progress: bool,
+    here: World,
+) -> None:
     model = _best_model(run, config, data, device)
     test_ds = data.dataset(data_dir, "test", cache=False)
     mine = []
@@ -193,7 +208,6 @@ def evaluate(
         results = ImageResults.cat([result for _, result, _ in images])
         run.write_results(results, [i for i, _, _ in images], list(names), list(channels))
     barrier(here)
-    return run
 
 
 def _best_model(
@@ -207,13 +221,7 @@ def _best_model(
             f"{run.path} has not finished training (epoch {checkpoint.get('epoch')} of "
             f"{config.epochs}); run train again to resume it"
         )
-    best = run.best()
-    for path, saved in ((run.checkpoint_path, checkpoint), (run.best_path, best)):
-        if saved["dataset"] != config.dataset:
-            raise ValueError(
-                f"{path} belongs to dataset {saved['dataset']!r}, but {run.config_path} says "
-                f"{config.dataset!r}"
-            )
+    best = run.best()  # both checkpoints are refused if they are another run's
     model = build_network(config, data).to(device)
     try:
         model.load_state_dict(best["model"])

@@ -24,6 +24,7 @@ import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ import calibtut
 from calibtut.data import DatasetSpec
 from calibtut.data.phantoms import MARKER as PHANTOM_MARKER
 from calibtut.methods import LOSSES
-from calibtut.runs import RunDir, run_path
+from calibtut.runs import RunDir, check_writable_folder, run_path
 from calibtut.train.build import (
     Training,
     check_count,
@@ -87,6 +88,7 @@ def train(
         >>> run = train(config, run_root="/tmp/runs", progress=False)  # doctest: +SKIP
     """
     data = config.dataset_spec()
+    check_writable_folder(run_dir if run_dir is not None else run_root, "the run folder")
     here, device = start(select_device(device))
     progress = progress and here.is_main
     run = RunDir(
@@ -94,34 +96,38 @@ def train(
         if run_dir is not None
         else run_path(run_root, config.dataset, config.loss, config.seed)
     )
-    plan = run.plan(config.to_dict(), overwrite)
-    if plan == "reuse":
-        raise FileExistsError(
-            f"{run.path} is a finished run; pass overwrite=True (--overwrite) to train it again"
-        )
+    run.plan(config.to_dict(), overwrite)  # refuse another config's run before any check
     check_sizes(config, data)
     train_ds = data.dataset(data_dir, "train")
     val_ds = data.dataset(data_dir, "val")
     data.check_cases(data.cases(data_dir, "test"))  # the test split too, before hours of training
-    if plan == "train":
-        if here.is_main:
-            run.clear()
-            run.write_config(_run_config(config, data, device, data_dir, here))
-        barrier(here)
-    else:
-        _check_resumable(run, device, here)
-    training, state, total_steps = _start(run, plan, config, data, device, len(train_ds), here)
-    if not state["finished"]:
-        epochs = (training, run, config, data, train_ds, val_ds, state, total_steps, progress)
-        _train_epochs(*epochs, here)
-    evaluate(run, data_dir, device=device, progress=progress)
+    with run.lock() if here.is_main else nullcontext():
+        plan = run.plan(config.to_dict(), overwrite)  # again, now that the run is ours
+        if plan == "reuse":
+            raise FileExistsError(
+                f"{run.path} is a finished run; pass overwrite=True (--overwrite) to train it again"
+            )
+        if plan == "train":
+            if here.is_main:
+                run.clear()
+                run.write_config(_run_config(config, data, device, data_dir, here))
+            barrier(here)
+        else:
+            _check_resumable(run, device, here)
+        training, state, total_steps = _start(run, plan, config, data, device, len(train_ds), here)
+        if not state["finished"]:
+            epochs = (training, run, config, data, train_ds, val_ds, state, total_steps, progress)
+            _train_epochs(*epochs, here)
+        evaluate(run, data_dir, device=device, progress=progress)
     stop(here)
     return run
 
 
 def _check_resumable(run: RunDir, device: torch.device, here: World) -> None:
     """A run resumes with the processes and threads it was started with: its results depend on
-    both (how the batches are shared, the order of a sum)."""
+    both (how the batches are shared, the order of a sum). What a kill left half-written goes."""
+    if here.is_main:
+        run.remove_orphans()
     recorded = run.config
     size = int(recorded.get("world_size", 1))
     if size != here.size:
@@ -155,14 +161,11 @@ def _start(
         torch.use_deterministic_algorithms(True, warn_only=True)
     state = {"epoch": 0, "step": 0, "best_dice": None, "history": [], "finished": False}
     if plan == "resume":
-        saved = run.checkpoint()
-        if saved.get("dataset") != config.dataset or saved.get("config") != config.to_dict():
-            raise ValueError(
-                f"{run.checkpoint_path} was written by another run (dataset "
-                f"{saved.get('dataset')!r})"
-            )
+        saved = run.checkpoint()  # refused if it is another run's
         training.load_state_dict(saved)
         state = {k: saved[k] for k in state}
+        if here.is_main:  # a kill between the checkpoint and history.csv lost the last row
+            run.write_history(state["history"])
     return training, state, total_steps
 
 
@@ -302,9 +305,11 @@ def _format_scores(epoch: int, row: dict[str, Any]) -> str:
 
 
 def samples_per_case(dataset: monai.data.Dataset) -> int:
-    """Patches one case gives per epoch: the crop's ``num_samples`` (1 without such a crop)."""
+    """Patches one case gives per epoch: the crop's ``num_samples`` (MONAI's dictionary crops
+    keep it on their array ``cropper``; 1 without such a crop)."""
     transforms = getattr(getattr(dataset, "transform", None), "transforms", ())
-    return max([int(getattr(t, "num_samples", 1)) for t in transforms] or [1])
+    counts = [getattr(getattr(t, "cropper", t), "num_samples", 1) for t in transforms]
+    return max([int(c or 1) for c in counts] or [1])
 
 
 def _seed_everything(*key: int) -> torch.Generator:
@@ -407,6 +412,7 @@ def train_many(
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     resolved = select_device(device)
+    check_writable_folder(run_root, "the run folder")
     runs = [RunDir(run_path(run_root, c.dataset, c.loss, c.seed)) for c in configs]
     todo = []
     for config, run in zip(configs, runs, strict=True):
