@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.calibtut-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lab bench lint clean-venv
+.PHONY: demo test test-fast book lab bench lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,15 @@ test: $(STAMP)  ## the whole test suite: unit tests, notebooks (papermill) and t
 test-fast: $(STAMP)  ## the suite without notebooks, the browser and training runs (about a minute)
 	$(BIN)/python -m pytest -m "not notebook and not browser and not slow" $(PYTEST_ARGS)
 
+book: $(STAMP)  ## execute the whole course and render it to build/book/index.html (BOOK_ARGS=--smoke: a quick check)
+	$(BIN)/python -m calibtut.book $(BOOK_ARGS)
+
 lab: $(STAMP)  ## JupyterLab on the course
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
 
 bench: $(STAMP)  ## speed and memory tables (benchmarks/)
 	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_methods.py
 	$(BIN)/python benchmarks/bench_widgets.py
 	$(BIN)/python benchmarks/bench_data.py
 

@@ -30,7 +30,12 @@ from fakes import model_run  # noqa: E402
 
 from calibtut.methods import LOSSES  # noqa: E402
 from calibtut.runs import RunDir  # noqa: E402
-from calibtut.widgets import ALL_CLASSES, DatasetExplorer, ImageExplorer  # noqa: E402
+from calibtut.widgets import (  # noqa: E402
+    ALL_CLASSES,
+    BinningPlayground,
+    DatasetExplorer,
+    ImageExplorer,
+)
 
 CLASS_NAMES = ("background", "liver", "kidney", "spleen")
 
@@ -75,14 +80,15 @@ def main() -> None:
         table: list[tuple] = []
 
         explorer = None
+        export = root / "figures"
 
         def open_image_explorer() -> None:
             nonlocal explorer
-            explorer = ImageExplorer(runs)
+            explorer = ImageExplorer(runs, export_dir=export)
 
         measure("image explorer: open (3 runs, load, draw)", [open_image_explorer], table)
         assert explorer is not None
-        ids = list(explorer.image.options)
+        ids = list(explorer.image_ids)
         measure("  slice slider, 3 runs", [setter(explorer.slice, s) for s in range(n)], table)
         measure("  slice slider, back to a seen slice", [setter(explorer.slice, 0)], table)
         measure(
@@ -101,6 +107,29 @@ def main() -> None:
             table,
         )
         measure("  class, 1 run", [setter(explorer.class_index, c) for c in (1, 2, 3)], table)
+        explorer.runs.value = (0, 1, 2)
+        measure(
+            "  sort by (re-rank; the image stays, cached)",
+            [setter(explorer.sort, k) for k in ("ACE", "Dice", "ACE change from baseline")],
+            table,
+        )
+        low, high = explorer.within.min, explorer.within.max
+        ranges = [(low, high - k * (high - low) / 8) for k in (1, 2, 3)]
+        measure("  keep range, 3 runs", [setter(explorer.within, r) for r in ranges], table)
+        measure("  next button, 3 runs", [explorer.next.click for _ in range(n)], table)
+        measure("  bins, 3 runs", [setter(explorer.num_bins, b) for b in (10, 5, 4)], table)
+        measure("  save PNG + PDF (2 figures)", [explorer.save_figures], table)
+        rows = explorer.zoom_rows.max
+        boxes = [(k, rows - k) for k in (4, 8, 12)]
+        measure("  zoom box (rows), 3 runs", [setter(explorer.zoom_rows, b) for b in boxes], table)
+        measure("  whole image button", [explorer.unzoom.click], table)
+        measure(
+            "  diagrams: gap change, 3 runs",
+            [setter(explorer.diagram_view, "gap change")]
+            + [setter(explorer.image, i) for i in ids[3 * n + 1 : 4 * n]],
+            table,
+        )
+        explorer.diagram_view.value = "reliability"
 
         dataset = None
 
@@ -127,6 +156,24 @@ def main() -> None:
             table,
         )
         measure("  bins, back to a seen state", [setter(dataset.num_bins, 10)], table)
+        measure(
+            "  show: gap change / per-image ACE / ACE change",
+            [setter(dataset.view, v) for v in ("gap change", "per-image ACE", "ACE change")],
+            table,
+        )
+        dataset.view.value = "histograms"
+        cells = [v for _, v in dataset.cell.options[1 : n + 1]]
+        measure("  cell (list its images)", [setter(dataset.cell, c) for c in cells], table)
+        dataset.image_explorer = explorer
+        measure("  open in image explorer", [dataset.open_in_image_explorer], table)
+        playground = BinningPlayground()
+        measure(
+            "binning playground: p (on release)",
+            [setter(playground.value, v) for v in (0.1, 0.5, 0.9)],
+            table,
+        )
+        measure("  bins", [setter(playground.num_bins, b) for b in (3, 10, 20)], table)
+        measure("  binning", [setter(playground.binning, b) for b in ("hard", "soft")], table)
 
     print(f"\n{'control change':46} {'n':>3} {'median s':>9} {'max s':>7} {'CPU s':>7}")
     for name, count, median, worst, cpu in table:

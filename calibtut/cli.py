@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from calibtut.data import DATASETS
-    from calibtut.methods import LOSSES
+    from calibtut.methods import TRAINING_LOSSES
     from calibtut.train.config import ACTIVATIONS
 
     parser = _Parser(prog="calibtut", description=__doc__.splitlines()[0])
@@ -59,7 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train one run and evaluate it on the test split")
     p.add_argument("--dataset", required=True, help=", ".join(DATASETS))
     p.add_argument("--data-dir", type=Path, help="the dataset's folder (none for synthetic)")
-    p.add_argument("--loss", choices=LOSSES, default="baseline")
+    p.add_argument("--loss", choices=TRAINING_LOSSES, default="baseline")
+    p.add_argument(
+        "--loss-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option of the loss, e.g. gamma=2 for focal (default: the literature's)",
+    )
     p.add_argument(
         "--activation",
         choices=ACTIVATIONS,
@@ -81,10 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or different run")
 
-    p = commands.add_parser("evaluate", help="(re-)evaluate a trained run on the test split")
-    p.add_argument("run_dir", type=Path)
+    p = commands.add_parser(
+        "evaluate",
+        help="(re-)evaluate a trained run on the test split, or apply a post-hoc method",
+    )
+    p.add_argument("run_dir", type=Path, nargs="+", help="a run (several with --ensemble)")
     p.add_argument("--data-dir", type=Path, help="default: the folder the run was trained on")
     p.add_argument("--device")
+    posthoc = p.add_mutually_exclusive_group()
+    posthoc.add_argument(
+        "--temperature",
+        choices=("scalar", "vector"),
+        help="fit a temperature (one, or one per class) on the validation images; writes the "
+        "run <loss>+temperature (or +vector_temperature) beside the run",
+    )
+    posthoc.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the probabilities of the given runs (seeds of one loss); writes the run "
+        "<loss>+ensemble beside them",
+    )
 
     p = commands.add_parser("report", help="compare runs: Markdown + CSV table and figures")
     p.add_argument("runs", type=Path, nargs="+", help="run directories or folders of runs")
@@ -137,6 +160,7 @@ def _train(args: argparse.Namespace) -> int:
         args.dataset,
         args.loss,
         args.seed,
+        loss_options=_loss_options(args.loss_option),
         epochs=args.epochs,
         lr=args.lr,
         batch_size=args.batch_size,
@@ -156,11 +180,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loss_options(items: Sequence[str]) -> dict[str, float]:
+    """``--loss-option NAME=VALUE`` pairs as numbers (integers stay integers)."""
+    options: dict[str, float] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            value = float(text) if sep else None
+        except ValueError:
+            value = None
+        if not name or value is None:
+            raise ValueError(f"--loss-option takes NAME=NUMBER, got {item!r}")
+        options[name.strip()] = int(value) if value.is_integer() and "." not in text else value
+    return options
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from calibtut.report import report_markdown, report_table
     from calibtut.train import evaluate
+    from calibtut.train.posthoc import ensemble, temperature_scale
 
-    run = evaluate(args.run_dir, args.data_dir, device=args.device)
+    if args.ensemble:
+        run = ensemble(args.run_dir, args.data_dir, device=args.device)
+    elif len(args.run_dir) > 1:
+        raise ValueError(
+            f"evaluate takes one run, got {len(args.run_dir)}: pass --ensemble to average them"
+        )
+    elif args.temperature:
+        run = temperature_scale(
+            args.run_dir[0], args.data_dir, per_class=args.temperature == "vector",
+            device=args.device,
+        )  # fmt: skip
+    else:
+        run = evaluate(args.run_dir[0], args.data_dir, device=args.device)
     print(report_markdown(report_table([run])))
     print(f"results written to {run.per_image_path} and {run.bins_path}")
     return 0

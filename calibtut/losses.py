@@ -3,7 +3,13 @@
 Per image and class, mL1-ACE is the mean over occupied bins of |mean prediction - mean
 target|. With hard bins its gradient reaches each voxel through its bin's mean prediction;
 with soft bins it also flows through the bin shares, which calibrates more at some Dice cost.
-``ACEDiceCELoss`` adds it to MONAI's Dice+CE, the paper's compound loss.
+``ACEDiceCELoss`` adds it to MONAI's Dice+CE, the paper's compound loss; with one bin it is
+MDCA (Hebbalaguppe et al., CVPR 2022): per image and class, |mean probability - class share|.
+
+The other calibration losses the course compares replace the cross-entropy of that Dice+CE
+(:class:`DiceCalibrationLoss`): MONAI's focal loss and NACL, the cross-entropy against smoothed
+labels, and two written here, :class:`SVLSLoss` (spatially varying label smoothing) and
+:class:`MbLSLoss` (margin-based label smoothing).
 
 Example:
     Two bins split at 0.5. Bin 0 holds 0.1, 0.2, 0.3 (targets 0, 0, 1): mean 0.2 against 1/3,
@@ -19,11 +25,16 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from monai.losses import DiceCELoss
+import torch.nn.functional as F
+from monai.losses import DiceCELoss, DiceLoss, FocalLoss, NACLLoss
 from monai.networks import one_hot
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
@@ -37,7 +48,18 @@ from calibtut.binning import (
     soft_binning,
 )
 
-__all__ = ["HardL1ACELoss", "SoftL1ACELoss", "ACEDiceCELoss", "l1_ace", "l1_ace_gradient"]
+__all__ = [
+    "HardL1ACELoss",
+    "SoftL1ACELoss",
+    "ACEDiceCELoss",
+    "SVLSLoss",
+    "MbLSLoss",
+    "DiceCalibrationLoss",
+    "TERMS",
+    "svls_kernel",
+    "l1_ace",
+    "l1_ace_gradient",
+]
 
 
 def l1_ace(bins: BinStats) -> torch.Tensor:
@@ -520,6 +542,370 @@ def _compound_activation(binning: str | None, sigmoid: bool, softmax: bool | Non
     if sigmoid and softmax:
         raise ValueError("Incompatible activations: set only one of sigmoid=True, softmax=True.")
     return softmax
+
+
+# --- the other calibration losses the course compares ------------------------------------------
+
+TERMS: dict[str, dict[str, float]] = {
+    "focal": {"gamma": 3.0},
+    "label_smoothing": {"smoothing": 0.1},
+    "nacl": {"kernel_size": 3, "alpha": 0.1},
+    "svls": {"kernel_size": 3, "sigma": 1.0},
+    "mbls": {"margin": 10.0, "alpha": 0.1},
+}
+"""The terms :class:`DiceCalibrationLoss` puts in place of the cross-entropy, with the options
+each takes and their defaults, the segmentation literature's settings: focal gamma 3; label
+smoothing 0.1; NACL's 3x3(x3) mean kernel and weight 0.1; SVLS's 3x3(x3) kernel of sigma 1;
+MbLS's margin 10 and weight 0.1."""
+
+
+def _softmax_target(
+    input: torch.Tensor, target: torch.Tensor, label_map: bool, validate: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class indices ``(B, *spatial)`` and the one-hot ``(B, C, *spatial)`` of a target that
+    is a label map (``label_map``) or one-hot, after calibtut's input checks."""
+    _check_input(input, target)
+    if input.shape[1] < 2:
+        raise ValueError(
+            f"a softmax loss needs at least 2 channels, got input shape {tuple(input.shape)}."
+        )
+    if label_map:
+        _check_label_map(target, input, validate)
+        indices = target.detach()[:, 0].long()
+        return indices, one_hot(indices[:, None], input.shape[1], dtype=torch.float32)
+    if target.shape != input.shape:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match input shape "
+            f"{tuple(input.shape)}; pass a one-hot target, or a label map (B, 1, *spatial) "
+            "with to_onehot_y=True."
+        )
+    onehot = target.detach().float()
+    return onehot.argmax(1), onehot
+
+
+def _check_spatial(input: torch.Tensor, what: str) -> int:
+    dims = input.ndim - 2
+    if dims not in (2, 3):
+        raise ValueError(f"{what} needs 2D or 3D images (B, C, H, W[, D]), got {input.ndim} dims.")
+    return dims
+
+
+def _check_kernel_size(kernel_size: int) -> int:
+    try:
+        value = None if isinstance(kernel_size, bool) else operator.index(kernel_size)
+    except TypeError:
+        value = None
+    if value is None or value < 1 or value % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}.")
+    return value
+
+
+def _check_positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}.")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}.")
+    return float(value)
+
+
+def svls_kernel(spatial_dims: int, kernel_size: int = 3, sigma: float = 1.0) -> torch.Tensor:
+    """The SVLS kernel of Islam & Glocker: the voxel keeps half of its label, its neighbours share
+    the other half in proportion to a Gaussian of their distance.
+
+    Their construction: a Gaussian normalised to 1, its centre replaced by the sum of the other
+    weights, then everything divided by the total (so the kernel sums to 1).
+
+    Args:
+        spatial_dims: 2 or 3.
+        kernel_size: the kernel's edge (a positive odd integer; 3 in the paper).
+        sigma: the Gaussian's standard deviation in voxels (> 0; 1 in the paper).
+
+    Returns:
+        ``(kernel_size,) * spatial_dims`` float32 weights summing to 1, the centre 0.5.
+
+    Raises:
+        ValueError: bad ``spatial_dims``, ``kernel_size`` or ``sigma``.
+
+    Example:
+        In 2D the four edge neighbours weigh more than the four corners:
+
+        >>> k = svls_kernel(2)
+        >>> round(k[1, 1].item(), 3), round(k[0, 1].item(), 3), round(k[0, 0].item(), 3)
+        (0.5, 0.078, 0.047)
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+    size = _check_kernel_size(kernel_size)
+    sigma = _check_positive("sigma", sigma)
+    offsets = torch.arange(size, dtype=torch.float64) - size // 2
+    grids = torch.meshgrid(*([offsets] * spatial_dims), indexing="ij")
+    gauss = torch.exp(-sum(g**2 for g in grids) / (2 * sigma**2))
+    gauss = gauss / gauss.sum()
+    centre = (size // 2,) * spatial_dims
+    gauss[centre] = 1 - gauss[centre]  # the centre weighs as much as all its neighbours
+    return (gauss / gauss.sum()).float()
+
+
+class SVLSLoss(_Loss):
+    """Cross-entropy against spatially varying smoothed labels (SVLS; Islam & Glocker, IPMI 2021).
+
+    Each voxel's one-hot label is replaced by the :func:`svls_kernel`-weighted mean of the labels
+    around it (borders replicated): inside a structure the label stays one-hot, at a boundary it
+    becomes the local mixture of classes, which is what a calibrated model should predict there.
+
+    Args:
+        sigma: the Gaussian's standard deviation in voxels (> 0).
+        kernel_size: the kernel's edge (a positive odd integer).
+        validate: check label values (they synchronise a GPU with the host).
+
+    Raises:
+        ValueError: bad ``sigma`` or ``kernel_size``.
+
+    Example:
+        Away from a boundary the smoothed label is the one-hot label, so SVLS is the CE:
+
+        >>> import torch
+        >>> logits = torch.randn(1, 2, 5, 5)
+        >>> labels = torch.zeros(1, 1, 5, 5, dtype=torch.long)     # one class everywhere
+        >>> ce = torch.nn.functional.cross_entropy(logits, labels[:, 0])
+        >>> bool(torch.isclose(SVLSLoss()(logits, labels), ce))
+        True
+    """
+
+    def __init__(self, sigma: float = 1.0, kernel_size: int = 3, validate: bool = True) -> None:
+        super().__init__()
+        self.sigma = _check_positive("sigma", sigma)
+        self.kernel_size = _check_kernel_size(kernel_size)
+        self.validate = validate
+
+    def smoothed_labels(self, onehot: torch.Tensor) -> torch.Tensor:
+        """The SVLS labels of a one-hot target.
+
+        Args:
+            onehot: ``(B, C, H, W[, D])`` one-hot labels.
+
+        Returns:
+            Soft labels of the same shape (each voxel's sum to 1).
+
+        Raises:
+            ValueError: the labels are neither 2D nor 3D.
+        """
+        dims = _check_spatial(onehot, "SVLS")
+        kernel = svls_kernel(dims, self.kernel_size, self.sigma).to(onehot)
+        channels = onehot.shape[1]
+        pad = (self.kernel_size // 2,) * (2 * dims)
+        padded = F.pad(onehot.float(), pad, mode="replicate")
+        weight = kernel.expand(channels, 1, *kernel.shape)
+        conv = F.conv2d if dims == 2 else F.conv3d
+        return conv(padded, weight, groups=channels)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The SVLS cross-entropy, the mean over voxels (a scalar).
+
+        Args:
+            input: logits ``(B, C, H, W[, D])``.
+            target: a label map ``(B, 1, ...)`` or one-hot ``(B, C, ...)`` labels.
+
+        Returns:
+            ``mean over voxels of -sum_c q_c log softmax(input)_c``, ``q`` the smoothed labels.
+
+        Raises:
+            TypeError, ValueError: bad input (shapes, label values, dimensions).
+        """
+        label_map = target.ndim == input.ndim and target.shape[1] == 1
+        _, onehot = _softmax_target(input, target, label_map, self.validate)
+        soft = self.smoothed_labels(onehot)
+        return -(soft * F.log_softmax(input.float(), 1)).sum(1).mean()
+
+
+class MbLSLoss(_Loss):
+    """Margin-based label smoothing (MbLS; Liu et al., CVPR 2022; Murugesan et al., MedIA 2023).
+
+    ``CE + alpha * mean over voxels and classes of ReLU(max_j z_j - z_k - margin)``: logit
+    distances up to ``margin`` are free, larger ones (the overconfidence of CE, which pushes
+    them ever apart) are penalised linearly. Label smoothing is the special case of a margin 0
+    on a different penalty; the margin lets a confident prediction stay confident.
+
+    Args:
+        margin: the free logit distance (a finite number >= 0).
+        alpha: the penalty's weight (a finite number >= 0).
+        validate: check label values (they synchronise a GPU with the host).
+
+    Raises:
+        ValueError: a bad ``margin`` or ``alpha``.
+
+    Example:
+        Logits 12 apart exceed the margin of 10 by 2 in one of the two classes: CE + 0.1 * 2 / 2.
+
+        >>> import torch
+        >>> logits = torch.tensor([[[[12.0]], [[0.0]]]])            # (1, 2, 1, 1)
+        >>> labels = torch.zeros(1, 1, 1, 1, dtype=torch.long)
+        >>> ce = torch.nn.functional.cross_entropy(logits, labels[:, 0])
+        >>> bool(torch.isclose(MbLSLoss()(logits, labels), ce + 0.1))
+        True
+    """
+
+    def __init__(self, margin: float = 10.0, alpha: float = 0.1, validate: bool = True) -> None:
+        super().__init__()
+        self.margin = _check_weight("margin", margin)
+        self.alpha = _check_weight("alpha", alpha)
+        self.validate = validate
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The MbLS loss of a batch (a scalar).
+
+        Args:
+            input: logits ``(B, C, *spatial)``.
+            target: a label map ``(B, 1, ...)`` or one-hot ``(B, C, ...)`` labels.
+
+        Returns:
+            ``CE + alpha * mean ReLU(max_j z_j - z_k - margin)``.
+
+        Raises:
+            TypeError, ValueError: bad input (shapes, label values).
+        """
+        label_map = target.ndim == input.ndim and target.shape[1] == 1
+        indices, _ = _softmax_target(input, target, label_map, self.validate)
+        logits = input.float()
+        distance = logits.amax(1, keepdim=True) - logits
+        return F.cross_entropy(logits, indices) + self.alpha * F.relu(distance - self.margin).mean()
+
+
+class DiceCalibrationLoss(_Loss):
+    """``dice_weight * Dice + term_weight * term``: the baseline's Dice+CE with its cross-entropy
+    replaced by a calibration loss of the segmentation literature.
+
+    ``term`` is one of :data:`TERMS`, each on the cross-entropy's scale (each equals the CE
+    when its option is 0, and it keeps the baseline's weight of 0.33):
+
+    * ``"focal"``: MONAI's ``FocalLoss`` (softmax), summed over classes as the CE is:
+      ``-(1 - p_y)^gamma log p_y``; it down-weights the voxels the network already gets right;
+    * ``"label_smoothing"``: the CE against labels ``(1 - s) * one-hot + s / C`` (PyTorch's, as
+      MONAI's ``DiceCELoss(label_smoothing=s)`` computes it);
+    * ``"nacl"``: MONAI's ``NACLLoss``: CE + ``alpha`` * mean |logits - mean of the one-hot
+      labels in a ``kernel_size`` neighbourhood|;
+    * ``"svls"``: :class:`SVLSLoss`; ``"mbls"``: :class:`MbLSLoss`.
+
+    Dice is MONAI's ``DiceLoss`` with the baseline's settings (softmax, squared denominator),
+    over every channel. These losses are defined for a softmax over exclusive labels.
+
+    Args:
+        term: a key of :data:`TERMS`.
+        dice_weight: the weight of Dice (a finite number >= 0).
+        term_weight: the weight of the term (a finite number >= 0).
+        to_onehot_y: the target is a label map ``(B, 1, *spatial)`` (else one-hot).
+        squared_pred: MONAI Dice's squared denominator (the paper's setting).
+        smooth_nr: MONAI Dice's numerator smoothing.
+        smooth_dr: MONAI Dice's denominator smoothing.
+        validate: check label values before computing anything.
+        options: the term's options (:data:`TERMS`), e.g. ``gamma=2.0`` for the focal loss.
+
+    Raises:
+        ValueError: an unknown term, a bad weight or option value.
+        TypeError: an option the term does not take.
+
+    Example:
+        At gamma 0 the focal loss is the cross-entropy, so the compound is the baseline:
+
+        >>> import torch
+        >>> logits, labels = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 1, 8, 8))
+        >>> focal = DiceCalibrationLoss("focal", to_onehot_y=True, gamma=0.0)
+        >>> baseline = ACEDiceCELoss(binning=None, to_onehot_y=True)
+        >>> bool(torch.isclose(focal(logits, labels), baseline(logits, labels)))
+        True
+        >>> DiceCalibrationLoss("focal", margin=3.0)
+        Traceback (most recent call last):
+        ...
+        TypeError: the focal term takes gamma, not margin.
+    """
+
+    def __init__(
+        self,
+        term: str,
+        dice_weight: float = 0.33,
+        term_weight: float = 0.33,
+        to_onehot_y: bool = False,
+        squared_pred: bool = True,
+        smooth_nr: float = 0.0,
+        smooth_dr: float = 1e-5,
+        validate: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if term not in TERMS:
+            raise ValueError(f"term must be one of {', '.join(TERMS)}, got {term!r}.")
+        unknown = sorted(set(options) - set(TERMS[term]))
+        if unknown:
+            raise TypeError(
+                f"the {term} term takes {', '.join(TERMS[term])}, not {', '.join(unknown)}."
+            )
+        self.term = term
+        self.options = {**TERMS[term], **options}
+        self.dice_weight = _check_weight("dice_weight", dice_weight)
+        self.term_weight = _check_weight("term_weight", term_weight)
+        self.to_onehot_y = to_onehot_y
+        self.validate = validate
+        self.dice = DiceLoss(
+            include_background=True,
+            softmax=True,
+            squared_pred=squared_pred,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+        )
+        self._term = self._make_term()
+
+    def _make_term(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The term as a function of (logits, class indices, one-hot), its options checked."""
+        o = self.options
+        if self.term == "focal":
+            focal = FocalLoss(use_softmax=True, gamma=_check_weight("gamma", o["gamma"]),
+                              reduction="none")  # fmt: skip
+            return lambda z, _, onehot: focal(z, onehot).sum(1).mean()
+        if self.term == "label_smoothing":
+            s = _check_weight("smoothing", o["smoothing"])
+            if s > 1:
+                raise ValueError(f"smoothing must lie in [0, 1], got {s!r}.")
+            return lambda z, indices, _: F.cross_entropy(z, indices, label_smoothing=s)
+        if self.term == "nacl":
+            size = _check_kernel_size(o["kernel_size"])
+            alpha = _check_weight("alpha", o["alpha"])
+            built: dict[tuple[int, int], NACLLoss] = {}
+
+            def nacl(z: torch.Tensor, indices: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+                key = (z.shape[1], _check_spatial(z, "NACL"))
+                if key not in built:  # MONAI's NACLLoss is made for one number of classes
+                    built[key] = NACLLoss(*key, kernel_size=size, alpha=alpha)
+                return built[key](z, indices)
+
+            return nacl
+        if self.term == "svls":
+            svls = SVLSLoss(o["sigma"], o["kernel_size"], validate=False)
+            return lambda z, _, onehot: (
+                -(svls.smoothed_labels(onehot) * F.log_softmax(z, 1)).sum(1).mean()
+            )
+        mbls = MbLSLoss(o["margin"], o["alpha"], validate=False)
+        return lambda z, indices, _: mbls(z, indices[:, None])
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The compound loss of a batch (a scalar).
+
+        Args:
+            input: logits ``(B, C, *spatial)``, ``C >= 2``.
+            target: a label map ``(B, 1, *spatial)`` with ``to_onehot_y=True``, else one-hot.
+
+        Returns:
+            ``dice_weight * Dice + term_weight * term``.
+
+        Raises:
+            TypeError: an input is not a tensor, or ``input`` is not floating point.
+            ValueError: bad shapes, an empty input, fewer than 2 channels, or (``validate``)
+                bad label values.
+        """
+        indices, onehot = _softmax_target(input, target, self.to_onehot_y, self.validate)
+        onehot = onehot.to(input.device)
+        logits = input.float()
+        loss = self.dice_weight * self.dice(logits, onehot)
+        return loss + self.term_weight * self._term(logits, indices, onehot)
 
 
 def l1_ace_gradient(

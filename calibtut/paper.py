@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ttest_rel, wilcoxon
 
-from calibtut.methods import COMPARED_LOSSES, LOSSES
+from calibtut.methods import COMPARED_LOSSES, LOSSES, METHODS
 from calibtut.metrics import METRIC_TITLES
 from calibtut.runs import RunDir, find_runs, image_means, resolve_runs
 
@@ -419,8 +419,8 @@ def _run_frame(run: RunDir, source: str, metrics: Iterable[str]) -> pd.DataFrame
     if missing_keys:
         raise ValueError(f"{run.config_path} lacks {', '.join(missing_keys)}")
     loss = config["loss"]
-    if loss not in LOSSES:
-        raise ValueError(f"{run.config_path}: loss {loss!r} is not one of {LOSSES}")
+    if loss not in METHODS:
+        raise ValueError(f"{run.config_path}: loss {loss!r} is not one of {tuple(METHODS)}")
     where = run.per_image_path
     if per_image.empty:
         raise ValueError(f"{where} has no rows")
@@ -472,7 +472,7 @@ def check_frame(frame: pd.DataFrame) -> pd.DataFrame:
     missing = [column for column in FRAME_COLUMNS if column not in frame]
     if missing:
         raise ValueError(f"frame lacks columns {', '.join(missing)}; expected {FRAME_COLUMNS}")
-    for column, allowed in (("metric", tuple(METRIC_TITLES)), ("loss", LOSSES)):
+    for column, allowed in (("metric", tuple(METRIC_TITLES)), ("loss", tuple(METHODS))):
         unknown = sorted(set(frame[column]) - set(allowed))
         if unknown:
             raise ValueError(f"frame has unknown {column} {unknown}; expected one of {allowed}")

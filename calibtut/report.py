@@ -1,11 +1,16 @@
 """The comparison report of run directories: one table (Markdown and CSV) and its figures.
 
-For each dataset, loss and *scope* (each scored class, ``macro`` over classes, ``micro`` from the
-bins pooled over the test set) it gives Dice, ECE, ACE and MCE (mean over test images, pooled over
-seeds) and, for the hard and soft runs, the per-image percentage change against the Dice+CE
-baseline of the same seed (mean ± std) with two p-values: the two-sided paired t-test, the paper's
-test (``p_value``), and the Wilcoxon signed-rank test beside it as a robustness check
-(``p_wilcoxon``).
+For each dataset, method and *scope* (each scored class, ``macro`` over classes, ``micro`` from
+the bins pooled over the test set) it gives Dice, ECE, ACE and MCE, and the Brier score, NLL and
+equal-mass ECE where the runs saved them (mean over test images, pooled over seeds, with its 95 %
+bootstrap confidence interval over images) and, for every method but the baseline, the per-image
+percentage change against the Dice+CE baseline of the same seed (mean ± std, and its 95 % CI) with
+two p-values: the two-sided paired t-test, the paper's test (``p_value``), and the Wilcoxon
+signed-rank test beside it as a robustness check (``p_wilcoxon``).
+
+Runs evaluated before calibtut saved the Brier score, NLL and equal-mass ECE lack them: a method
+one of whose runs lacks a score has no value for it (the Markdown says "n/a"), never a mean over
+the runs that happen to have it.
 
 The statistics are :mod:`calibtut.paper`'s (``percentage_changes`` and
 ``summarize_percentage_changes``, the paper's main-table method), applied to one frame per scope:
@@ -28,7 +33,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from calibtut import plots, views
-from calibtut.methods import COMPARED_LOSSES, LOSSES
+from calibtut.methods import COMPARED_LOSSES, ordered
 from calibtut.metrics import METRIC_TITLES, micro_errors, noise_floor
 from calibtut.paper import (
     FRAME_COLUMNS,
@@ -39,6 +44,7 @@ from calibtut.paper import (
 from calibtut.runs import (
     FLOOR_COLUMNS,
     IMAGE_METRICS,
+    SCORE_COLUMNS,
     RunDir,
     atomic_write,
     check_writable_folder,
@@ -54,6 +60,10 @@ __all__ = [
     "seed_markdown",
     "headline",
     "write_report",
+    "bootstrap_ci",
+    "ci_table",
+    "ci_markdown",
+    "CI_METRICS",
 ]
 
 METRICS = IMAGE_METRICS
@@ -63,8 +73,12 @@ REPORT_COLUMNS = (
     "metric",
     "loss",
     "value",
+    "ci_low",
+    "ci_high",
     "pct_change",
     "pct_std",
+    "pct_low",
+    "pct_high",
     "n",
     "p_value",
     "p_wilcoxon",
@@ -73,13 +87,38 @@ REPORT_COLUMNS = (
 PHANTOM_NOTE = "phantom data: a pipeline check, no statistics"
 """What the Markdown says under a dataset whose runs were trained on a phantom."""
 MACRO, MICRO = "macro", "micro"
+COMPARED_METRICS = (*METRICS, *SCORE_COLUMNS)
+"""The metrics compared with the baseline (Δ% and p-values); the noise floors are not."""
+NOT_AVAILABLE = "n/a"
+"""What the Markdown shows for a score a run was evaluated without."""
+NOT_AVAILABLE_NOTE = (
+    f"{NOT_AVAILABLE}: not in these runs' results (evaluated before calibtut saved the Brier "
+    "score, NLL and equal-mass ECE); `calibtut evaluate RUN` again adds them."
+)
 
 
 def _metrics(runs: Sequence[RunDir]) -> list[str]:
-    """The per-image metrics every run has: Dice, ECE, ACE, MCE, and the noise floors when all
-    runs were evaluated with them."""
-    floors = all(set(FLOOR_COLUMNS) <= set(run.results().per_image) for run in runs)
-    return [*METRICS, *(FLOOR_COLUMNS if floors else ())]
+    """The per-image metrics of the report: Dice, ECE, ACE, MCE, the noise floors when all runs
+    were evaluated with them, and each score (:data:`~calibtut.runs.SCORE_COLUMNS`) any run has."""
+    columns = [set(run.results().per_image) for run in runs]
+    floors = all(set(FLOOR_COLUMNS) <= c for c in columns)
+    scores = [m for m in SCORE_COLUMNS if any(m in c for c in columns)]
+    return [*METRICS, *(FLOOR_COLUMNS if floors else ()), *scores]
+
+
+def _without_partial_scores(frame: pd.DataFrame, runs: Sequence[RunDir]) -> pd.DataFrame:
+    """``frame`` without a score of a dataset's method one of whose runs lacks it: a mean over
+    the seeds that happen to have it would claim a value the method does not have."""
+    lacking = {
+        (run.config["dataset"], run.config["loss"], metric)
+        for run in runs
+        for metric in SCORE_COLUMNS
+        if metric not in run.results().per_image
+    }
+    if not lacking:
+        return frame
+    keys = pd.MultiIndex.from_frame(frame[["dataset", "loss", "metric"]])
+    return frame[~keys.isin(list(lacking))].reset_index(drop=True)
 
 
 def scope_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
@@ -88,11 +127,12 @@ def scope_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
     Sources: each scored class (the image's value for that class), ``macro`` (the paper's
     per-image class mean, :func:`calibtut.paper.runs_frame`) and ``micro`` (per run one value, the
     class mean of the errors of the pooled bins, under image id ``"pooled"``). Metrics: Dice,
-    ECE, ACE, MCE and, where every run has them, the noise floors ``ace_floor``/``mce_floor``
-    (micro: the floor of the pooled bins, from the pooled label draws).
+    ECE, ACE, MCE, where every run has them the noise floors ``ace_floor``/``mce_floor``
+    (micro: the floor of the pooled bins, from the pooled label draws), and the Brier score, NLL
+    and equal-mass ECE (per-image scopes only) of the methods all of whose runs saved them.
     """
     metrics = _metrics(runs)
-    parts = [runs_frame(list(runs), source=MACRO, metrics=metrics)]
+    parts = []
     for run in runs:
         config = run.config
         keys = {"dataset": config["dataset"], "loss": config["loss"], "seed": int(config["seed"])}
@@ -101,8 +141,10 @@ def scope_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
         clash = set(per_image["class_name"]) & {MACRO, MICRO}
         if clash:
             raise ValueError(f"{run.per_image_path}: a class may not be named {sorted(clash)}")
+        available = [m for m in metrics if m in per_image]
+        parts.append(runs_frame([run], source=MACRO, metrics=available))
         long = per_image.melt(
-            id_vars=["image_id", "class_name"], value_vars=metrics, var_name="metric"
+            id_vars=["image_id", "class_name"], value_vars=available, var_name="metric"
         )
         parts.append(
             pd.DataFrame(
@@ -133,45 +175,101 @@ def scope_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
                 ]
             )
         )
-    return pd.concat(parts, ignore_index=True)[list(FRAME_COLUMNS)]
+    frame = pd.concat(parts, ignore_index=True)[list(FRAME_COLUMNS)]
+    # the macro rows first, as runs_frame of all runs would give them
+    frame = pd.concat([frame[frame["source"] == MACRO], frame[frame["source"] != MACRO]])
+    return _without_partial_scores(frame.reset_index(drop=True), runs)
+
+
+def _intervals(
+    frame: pd.DataFrame,
+    keys: list[str],
+    column: str,
+    names: tuple[str, str],
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per group of ``keys``: the bootstrap CI of the mean of ``column`` with the images as the
+    resampled unit (an image carries all its seeds' values: :func:`bootstrap_ci` ``groups``), as
+    columns ``names``, and ``n_images``, the images with a finite value."""
+    rows = []
+    for key, part in frame.groupby(keys, sort=False):
+        _, low, high = bootstrap_ci(
+            part[column], groups=part["image_id"], n_boot=n_boot, level=level, seed=seed
+        )
+        images = part.loc[np.isfinite(part[column].to_numpy(dtype=float)), "image_id"].nunique()
+        rows.append((*key, low, high, images))
+    return pd.DataFrame(rows, columns=[*keys, *names, "n_images"])
 
 
 def report_table(runs: Sequence[RunDir]) -> pd.DataFrame:
     """The comparison table, long: one row per dataset, scope, metric and loss (:data:`REPORT_COLUMNS`).
 
     ``value`` is the mean over test images and seeds (NaN skipped: Dice of a class absent from an
-    image); ``pct_change``/``pct_std``/``n``/``p_value``/``p_wilcoxon`` compare each loss with the
-    baseline (:func:`calibtut.paper.summarize_percentage_changes`: ``p_value`` the paired t-test,
-    as the paper; ``p_wilcoxon`` the signed-rank test); baseline rows, and the noise floors
-    (a property of the probabilities, not a result to improve), leave them empty. ``phantom`` is
-    True for a dataset any of whose runs was trained on a phantom (``"phantom": true`` in its
-    config): its numbers are a pipeline check, so its p-values are NaN.
+    image), ``ci_low``/``ci_high`` its 95 % bootstrap CI over test images (:func:`bootstrap_ci`;
+    an image carries all its seeds' values, so the interval says how much the mean depends on
+    which images were drawn, not on the seeds); ``pct_change``/``pct_std``/``n``/``p_value``/
+    ``p_wilcoxon`` compare each method with the baseline
+    (:func:`calibtut.paper.summarize_percentage_changes`: ``p_value`` the paired t-test, as the
+    paper; ``p_wilcoxon`` the signed-rank test) and ``pct_low``/``pct_high`` are the CI of
+    ``pct_change``, resampled the same way; baseline rows, and the noise floors (a property of
+    the probabilities, not a result to improve), leave them empty. The micro scope, one pooled
+    value per run, has no CI. ``phantom`` is True for a dataset any of whose runs was trained on
+    a phantom (``"phantom": true`` in its config): its numbers are a pipeline check, so its
+    p-values and CIs are NaN.
     """
     frame = scope_frame(runs)
     keys = ["dataset", "source", "metric", "loss"]
     values = frame.groupby(keys, sort=False)["value"].mean().reset_index()
+    per_image = frame[frame["source"] != MICRO]
+    values = values.merge(
+        _intervals(per_image, keys, "value", ("ci_low", "ci_high")).drop(columns="n_images"),
+        on=keys,
+        how="left",
+    )
     compared = frame.groupby("dataset")["loss"].agg(
         lambda losses: "baseline" in set(losses) and len(set(losses)) > 1
     )
-    to_compare = frame[frame["dataset"].isin(compared[compared].index)]
-    to_compare = to_compare[to_compare["metric"].isin(METRICS)]
+    to_compare = _comparable(frame[frame["dataset"].isin(compared[compared].index)])
     if to_compare.empty:
         table = values.assign(
-            pct_change=math.nan, pct_std=math.nan, n=pd.NA, p_value=math.nan, p_wilcoxon=math.nan
-        )
+            pct_change=math.nan, pct_std=math.nan, pct_low=math.nan, pct_high=math.nan,
+            n=pd.NA, p_value=math.nan, p_wilcoxon=math.nan,
+        )  # fmt: skip
     else:
-        summary = summarize_percentage_changes(percentage_changes(to_compare))
+        changes = percentage_changes(to_compare)
+        summary = summarize_percentage_changes(changes)
         # The paper also pools all datasets ("all"); a report keeps datasets apart.
         summary = summary[summary["dataset"] != "all"]
         summary = summary.rename(columns={"mean": "pct_change", "std": "pct_std"})
+        intervals = _intervals(
+            changes[changes["source"] != MICRO], keys, "pct_change", ("pct_low", "pct_high")
+        )
+        summary = summary.merge(intervals.drop(columns="n_images"), on=keys, how="left")
         table = values.merge(summary, on=keys, how="left")
     phantoms = {run.config["dataset"] for run in runs if run.config.get("phantom", False)}
     table["phantom"] = table["dataset"].isin(phantoms)
     no_test = (table["source"] == MICRO) | table["phantom"]  # micro: one pooled value per seed
     table.loc[no_test, ["p_value", "p_wilcoxon"]] = math.nan
+    table.loc[table["phantom"], ["ci_low", "ci_high", "pct_low", "pct_high"]] = math.nan
     table = table.rename(columns={"source": "scope"})
     table["n"] = table["n"].astype("Int64")
     return _ordered(table, runs)[list(REPORT_COLUMNS)]
+
+
+def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` to compare with the baseline: Dice, ECE, ACE and MCE, and each
+    score only where the baseline of that seed has it (an old baseline run without scores leaves
+    them uncompared, "n/a", rather than failing the whole comparison)."""
+    core = frame[frame["metric"].isin(METRICS)]
+    scores = frame[frame["metric"].isin(SCORE_COLUMNS)]
+    if scores.empty:
+        return core
+    keys = ["source", "dataset", "seed", "metric"]
+    baselines = scores.loc[scores["loss"] == "baseline", keys].drop_duplicates()
+    return pd.concat([core, scores.merge(baselines, on=keys, how="inner")], ignore_index=True)
 
 
 def _ordered(table: pd.DataFrame, runs: Sequence[RunDir]) -> pd.DataFrame:
@@ -186,7 +284,7 @@ def _ordered(table: pd.DataFrame, runs: Sequence[RunDir]) -> pd.DataFrame:
         "dataset": list(dict.fromkeys(run.config["dataset"] for run in runs)),
         "scope": scopes,
         "metric": list(METRIC_TITLES),
-        "loss": list(LOSSES),
+        "loss": ordered(table["loss"]),
     }
     ranks = [
         table[column].map({v: i for i, v in enumerate(values)}) for column, values in order.items()
@@ -218,11 +316,15 @@ def _change_cell(row: pd.Series | None) -> str:
 
 
 def report_markdown(table: pd.DataFrame) -> str:
-    """One Markdown table per dataset and metric: rows are scopes, columns each loss and its Δ%."""
+    """Per dataset: the macro summary with 95 % CIs (:func:`ci_markdown`'s layout), then one
+    Markdown table per metric: rows are scopes, columns each method and its Δ%.
+
+    A score (Brier, NLL, equal-mass ECE) that a method's runs were evaluated without reads
+    "n/a", and a note under the table says why."""
     lines: list[str] = []
     for dataset in dict.fromkeys(table["dataset"]):
         part = table[table["dataset"] == dataset]
-        losses = [loss for loss in LOSSES if loss in set(part["loss"])]
+        losses = ordered(part["loss"])
         header = [
             "scope",
             *[
@@ -234,7 +336,11 @@ def report_markdown(table: pd.DataFrame) -> str:
         lines.append(f"## {dataset}\n")
         if "phantom" in part and part["phantom"].any():
             lines.append(f"*{PHANTOM_NOTE}*: these runs were trained on a phantom.\n")
-        for metric in METRICS:
+        if "ci_low" in part:
+            macro = part[part["scope"] == MACRO]
+            summary = [m for m in SUMMARY_METRICS if (macro["metric"] == m).any()]
+            lines += _summary_lines(macro.rename(columns={"value": "mean"}), summary, losses)
+        for metric in COMPARED_METRICS:
             rows = part[part["metric"] == metric]
             if rows.empty:
                 continue
@@ -246,17 +352,92 @@ def report_markdown(table: pd.DataFrame) -> str:
             cells = {(r.scope, r.loss): r for _, r in rows.iterrows()}
             floors = part[part["metric"] == f"{metric}_floor"]
             floor_of = {(r.scope, r.loss): r.value for r in floors.itertuples(index=False)}
+            score = metric in SCORE_COLUMNS
+            missing = False
             for scope in dict.fromkeys(rows["scope"]):
                 line = [scope]
                 for loss in losses:
                     row = cells.get((scope, loss))
                     value = None if row is None else row["value"]
+                    if score and row is None:
+                        line += [NOT_AVAILABLE] * (1 + (loss in COMPARED_LOSSES))
+                        missing = True
+                        continue
                     line.append(_cell(value, floor_of.get((scope, loss))))
                     if loss in COMPARED_LOSSES:
-                        line.append(_change_cell(row))
+                        baseline_missing = score and (scope, "baseline") not in cells
+                        line.append(NOT_AVAILABLE if baseline_missing else _change_cell(row))
+                        missing |= baseline_missing
                 lines.append("| " + " | ".join(line) + " |")
             lines.append("")
+            if missing:
+                lines.append(f"*{NOT_AVAILABLE_NOTE}*\n")
     return "\n".join(lines)
+
+
+SUMMARY_METRICS = ("dice", "ece", "ace", "ace_floor", "mce", *SCORE_COLUMNS)
+"""The columns of the report's macro summary (those its runs have), in order."""
+
+
+def _interval_cell(mean: float, low: float, high: float, percent: bool = False) -> str:
+    """``0.1234 [0.1100, 0.1350]``, or ``-12.3% [-15.1, -9.4]``; without a CI, the mean alone."""
+    if mean is None or pd.isna(mean):
+        return "—"
+    if percent:
+        text = f"{mean:+.1f}%"
+        return text if pd.isna(low) else f"{text} [{low:+.1f}, {high:+.1f}]"
+    return f"{mean:.4f}" if pd.isna(low) else f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def _summary_lines(part: pd.DataFrame, metrics: Sequence[str], losses: Sequence[str]) -> list[str]:
+    """One dataset's two wide tables: per method the macro mean [95 % CI] of each metric, and
+    per compared method its Δ% against the baseline [95 % CI]; "n/a" where a method lacks a
+    score (part: rows of ``metric``, ``loss``, ``mean``, ``ci_low``, ``ci_high``, ``pct_change``,
+    ``pct_low``, ``pct_high``)."""
+    cells = {(r.metric, r.loss): r for r in part.itertuples(index=False)}
+    titles = [METRIC_TITLES[m] for m in metrics]
+    lines = [
+        "### Macro summary: mean [95 % CI over test images]\n",
+        "| method | " + " | ".join(titles) + " |",
+        "|---" + "|---:" * len(metrics) + "|",
+    ]
+    missing = False
+    for loss in losses:
+        row = [loss]
+        for metric in metrics:
+            cell = cells.get((metric, loss))
+            missing |= cell is None
+            row.append(
+                NOT_AVAILABLE
+                if cell is None
+                else _interval_cell(cell.mean, cell.ci_low, cell.ci_high)
+            )
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    compared = [m for m in metrics if m in COMPARED_METRICS]
+    treated = [loss for loss in losses if loss != "baseline"]
+    if "baseline" in losses and treated and compared:
+        lines += [
+            "### Macro Δ% against the baseline: mean [95 % CI over test images]\n",
+            "| method | " + " | ".join(METRIC_TITLES[m] for m in compared) + " |",
+            "|---" + "|---:" * len(compared) + "|",
+        ]
+        for loss in treated:
+            row = [loss]
+            for metric in compared:
+                cell = cells.get((metric, loss))
+                if cell is None or (metric, "baseline") not in cells:
+                    row.append(NOT_AVAILABLE)
+                    missing = True
+                else:
+                    row.append(
+                        _interval_cell(cell.pct_change, cell.pct_low, cell.pct_high, percent=True)
+                    )
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    if missing:
+        lines.append(f"*{NOT_AVAILABLE_NOTE}*\n")
+    return lines
 
 
 SEED_METRICS = ("ace", "mce", "dice")
@@ -325,7 +506,7 @@ def seed_markdown(table: pd.DataFrame) -> str:
 
 def headline(runs: Mapping[str, RunDir] | Sequence[RunDir]) -> pd.DataFrame:
     """Per loss, Dice, ECE, ACE and MCE (and their noise floors) averaged over test images: the
-    report's macro scope.
+    report's macro scope (the scores and CIs: :func:`ci_table`).
 
     Taught in notebooks/00_start_here and 03_training_with_calibration_losses.
     """
@@ -333,8 +514,148 @@ def headline(runs: Mapping[str, RunDir] | Sequence[RunDir]) -> pd.DataFrame:
     macro = table[table["scope"] == MACRO].pivot_table(
         index="loss", columns="metric", values="value", aggfunc="first"
     )
-    order = [loss for loss in LOSSES if loss in macro.index]
-    return macro.reindex(order)[[m for m in METRIC_TITLES if m in macro.columns]]
+    order = ordered(macro.index)
+    shown = (*METRICS, *FLOOR_COLUMNS)
+    return macro.reindex(order)[[m for m in METRIC_TITLES if m in macro.columns and m in shown]]
+
+
+CI_COLUMNS = (
+    "dataset", "metric", "loss", "n_images", "mean", "ci_low", "ci_high",
+    "pct_change", "pct_low", "pct_high",
+)  # fmt: skip
+CI_METRICS = ("dice", "ece", "ace", "ace_above_floor", "mce", *SCORE_COLUMNS)
+"""The metrics of :func:`ci_table`, in its order: ``ace_above_floor`` is each image's ACE minus
+its noise floor (the part of the ACE a method can remove), where the runs have floors."""
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    *,
+    groups: Sequence | np.ndarray | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """The mean of ``values`` and its percentile bootstrap confidence interval.
+
+    ``n_boot`` resamples (with replacement, as many as there are), the ``(1 - level) / 2`` and
+    ``(1 + level) / 2`` quantiles of their means. NaN values (Dice of an absent class) are left
+    out first; no value left: all three NaN. With ``groups`` (one label per value, e.g. the
+    image of each seed's value) the groups are resampled, each with all its values (a cluster
+    bootstrap): the images are the unit, however many seeds each carries, and the mean is still
+    the mean of all values.
+
+    Args:
+        values: one value per image (or per image and seed, with ``groups``).
+        groups: the resampled unit of each value (None: each value its own).
+        n_boot: the number of resamples (a positive integer).
+        level: the interval's coverage, in (0, 1).
+        seed: seeds the resampling (the interval is reproducible).
+
+    Returns:
+        ``(mean, low, high)``.
+
+    Raises:
+        ValueError: a bad ``n_boot`` or ``level``, or ``groups`` of another length.
+
+    Example:
+        >>> bootstrap_ci([1.0, 1.0, 1.0])
+        (1.0, 1.0, 1.0)
+        >>> bootstrap_ci([0.0, 2.0, 4.0, 6.0], groups=["a", "a", "b", "b"])[0]
+        3.0
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    labels = np.arange(x.size) if groups is None else np.asarray(groups, dtype=object).ravel()
+    if labels.size != x.size:
+        raise ValueError(f"groups has {labels.size} labels for {x.size} values")
+    finite = np.isfinite(x)
+    x, labels = x[finite], labels[finite]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    codes, uniques = pd.factorize(labels)
+    sums = np.bincount(codes, weights=x, minlength=len(uniques))
+    counts = np.bincount(codes, minlength=len(uniques))
+    rng = np.random.default_rng(seed)
+    chosen = rng.integers(0, len(uniques), size=(n_boot, len(uniques)))
+    means = sums[chosen].sum(1) / counts[chosen].sum(1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(x.mean()), float(low), float(high)
+
+
+def ci_table(
+    runs: Sequence[RunDir], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Per dataset, metric (:data:`CI_METRICS`) and method: the macro mean over test images with
+    its bootstrap CI, and the paper's Δ% against the baseline (mean per-image change) with its
+    CI (:data:`CI_COLUMNS`): the table of notebooks/10_calibration_toolbox.
+
+    The numbers are the report's macro scope (:func:`report_table`): means over images and
+    seeds, images the resampled unit (each with all its seeds' values), so an interval says how
+    much the result depends on which test images were drawn; it does not cover the seed-to-seed
+    spread of training. Δ% is empty for the baseline, for ``ace_above_floor`` (near-zero
+    baselines make its ratios meaningless) and where no baseline of the same seeds has the
+    metric; a method one of whose runs lacks a score has no row for it.
+
+    Example:
+        >>> ci_table(resolve_runs("runs/demo"))   # doctest: +SKIP
+
+    Taught in notebooks/10_calibration_toolbox.
+    """
+    frame = scope_frame(runs)
+    frame = frame[frame["source"] == MACRO]
+    keys = ["source", "dataset", "loss", "seed", "image_id"]
+    if {"ace", "ace_floor"} <= set(frame["metric"]):
+        chosen = frame[frame["metric"].isin(["ace", "ace_floor"])]
+        wide = chosen.set_index([*keys, "metric"])["value"].unstack("metric")
+        above = (wide["ace"] - wide["ace_floor"]).rename("value").reset_index()
+        frame = pd.concat([frame, above.assign(metric="ace_above_floor")], ignore_index=True)
+    frame = frame[frame["metric"].isin(CI_METRICS)]
+    by = ["dataset", "metric", "loss"]
+    options = {"n_boot": n_boot, "level": level, "seed": seed}
+    means = frame.groupby(by, sort=False)["value"].mean().rename("mean").reset_index()
+    table = means.merge(_intervals(frame, by, "value", ("ci_low", "ci_high"), **options), on=by)
+    compare = _comparable(frame[frame["metric"] != "ace_above_floor"])
+    treated = compare["loss"] != "baseline"
+    table = table.assign(pct_change=math.nan, pct_low=math.nan, pct_high=math.nan)
+    if "baseline" in set(compare["loss"]) and treated.any():
+        datasets = set(compare.loc[compare["loss"] == "baseline", "dataset"])
+        changes = percentage_changes(compare[compare["dataset"].isin(datasets)])
+        pct = changes.groupby(by, sort=False)["pct_change"].mean().reset_index()
+        pct = pct.merge(
+            _intervals(changes, by, "pct_change", ("pct_low", "pct_high"), **options).drop(
+                columns="n_images"
+            ),
+            on=by,
+        )
+        table = table.drop(columns=["pct_change", "pct_low", "pct_high"]).merge(
+            pct, on=by, how="left"
+        )
+    table = table[list(CI_COLUMNS)]
+    order = {"metric": list(CI_METRICS), "loss": ordered(table["loss"])}
+    ranks = [table[c].map({v: i for i, v in enumerate(vals)}) for c, vals in order.items()]
+    return table.iloc[np.lexsort(ranks[::-1])].reset_index(drop=True)
+
+
+def ci_markdown(table: pd.DataFrame) -> str:
+    """:func:`ci_table` as Markdown: per dataset, the methods' means [95 % CI] of every metric,
+    then their Δ% against the baseline [95 % CI]; "n/a" where a method's runs lack a score.
+
+    Example:
+        >>> print(ci_markdown(ci_table(resolve_runs("runs/demo"))))   # doctest: +SKIP
+
+    Taught in notebooks/10_calibration_toolbox.
+    """
+    lines: list[str] = []
+    for dataset in dict.fromkeys(table["dataset"]):
+        part = table[table["dataset"] == dataset]
+        metrics = [m for m in CI_METRICS if (part["metric"] == m).any()]
+        lines.append(f"## {dataset}\n")
+        lines += _summary_lines(part, metrics, ordered(part["loss"]))
+    return "\n".join(lines)
 
 
 _EXPLANATION = """\
@@ -360,7 +681,17 @@ deviation, while the rank test responds to a consistent shift of most images. In
 published results, KiTS Dice with hard mL1-ACE has t-test p = 0.65 but Wilcoxon p = 0.027 (66 of
 98 images lose a little Dice, a few gain a lot), BraTS ECE with hard mL1-ACE 0.63 vs 0.0013.
 Micro: one value per seed, no test. Runs trained on a phantom (phantom data: a pipeline check, no
-statistics) show their numbers without p-values.
+statistics) show their numbers without p-values or intervals.
+
+In square brackets in the macro summary: the 95 % bootstrap confidence interval of the mean (and of
+Δ%) over test images: 2000 resamples of the images, each carrying all its seeds' values. It says
+how much the number depends on which test images were drawn, not how much it varies from one
+training seed to the next. Brier is the mean squared error of each class's probability, NLL its
+mean binary negative log-likelihood (probabilities clipped to [1e-7, 1 - 1e-7]): proper scores
+that need no bins, lower is better. The equal-mass ECE is the ECE over bins that each hold the same
+number of voxels (adaptive binning, Nixon et al. 2019; as many bins as the ACE), not the paper's
+ACE, which averages equal-width bins. n/a: a score the runs were evaluated without (older runs);
+evaluating them again adds it.
 """
 
 
@@ -401,7 +732,7 @@ def _write_figures(runs: Sequence[RunDir], folder: Path) -> list[tuple[str, Path
     for run in runs:
         by_dataset.setdefault(run.config["dataset"], []).append(run)
     for dataset, group in by_dataset.items():
-        losses = [loss for loss in LOSSES if any(r.config["loss"] == loss for r in group)]
+        losses = ordered(r.config["loss"] for r in group)
         seeds = set.intersection(
             *({int(r.config["seed"]) for r in group if r.config["loss"] == loss} for loss in losses)
         )

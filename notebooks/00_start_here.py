@@ -17,6 +17,16 @@
 # calibration, derive and train with these losses, and inspect what they change, first on a
 # small synthetic dataset that trains on a laptop, then on the paper's four datasets.
 #
+# **In this notebook** you will find your way around the course, run it where you like (your
+# machine, Binder or Colab), and in two minutes train a baseline and a calibrated model and see
+# the difference in a table, a reliability diagram and an overlay.
+#
+# **You will learn to**
+#
+# * run the course on your machine, on Binder or on Colab, and find your way through it;
+# * train two models (a baseline and a calibrated one) and read their run folders;
+# * read a first comparison: a table of calibration errors, a reliability diagram, an overlay.
+#
 # ## The course
 #
 # | notebook | what it teaches | runs on | time (2-core CPU) |
@@ -112,8 +122,10 @@ display(summary)
 # Numbers average away *where* a model is miscalibrated. A **reliability diagram** shows it:
 # the voxels of one image are grouped by predicted probability into 20 bins; each bar is the
 # fraction of a bin's voxels that truly belong to the class. A calibrated model's bars reach the
-# diagonal. Red hatching is the gap; below the diagonal means overconfident. The strip under each
-# panel counts voxels per bin (log scale).
+# diagonal. Red hatching is the gap. A model is **overconfident** where its probability is more
+# extreme than the truth: above 0.5, bars below the diagonal (it said 0.9 and was right less
+# often); below 0.5, bars above it (it said 0.1 and the class was there more often). The strip
+# under each panel counts voxels per bin (log scale).
 
 # %%
 first = runs["baseline"].prediction_ids()[0]
@@ -146,8 +158,23 @@ course.save_result(
 )
 
 # %% [markdown]
-# ## Where next
+# ## What you learned, and where next
 #
-# Notebook **01** starts from the beginning: what calibration is and how it is measured.
+# A run is a folder of files that every later notebook reads; a calibration loss lowers the
+# ACE, mostly in the middle bins where the boundary voxels are; and a reliability diagram shows
+# where a model is over- or underconfident.
+#
+# **Next**: notebook **01** starts from the beginning: what calibration is and how it is
+# measured.
 # If you are here for the losses, **02** derives them and **03** trains them; if you have
-# one of the paper's datasets, go to **04-07**.
+# one of the paper's datasets, go to **04-07**. Terms are defined in the
+# [glossary](https://github.com/calibtut/calibtut/blob/main/notebooks/glossary.md).
+#
+# **On Binder**, shut down the kernels of notebooks you have finished (*Kernel → Shut Down
+# Kernel*, or the *Running* tab in the left bar): each holds 400 to 900 MB of the 2 GB Binder
+# gives you, and a third open notebook can run out of memory.
+#
+# **References**: Barfoot et al., *Average Calibration Losses for Reliable Uncertainty in
+# Medical Image Segmentation*, IEEE TMI 2026 ([arXiv 2506.03942](https://arxiv.org/abs/2506.03942));
+# Barfoot et al., MICCAI 2024 ([arXiv 2403.06759](https://arxiv.org/abs/2403.06759)); Guo et al.,
+# *On Calibration of Modern Neural Networks*, ICML 2017; Mehrtash et al., IEEE TMI 2020.

@@ -15,6 +15,18 @@
 # We will measure how far a model is from this, first on a toy classifier, by hand, then on a
 # segmentation, where one image holds thousands of such predictions and where the usual
 # summary number is misleading.
+#
+# **You will learn to**
+#
+# * compute the ECE, ACE and MCE of a set of predictions by hand, and say what each weighs;
+# * read a reliability diagram, and tell over- from underconfidence on both sides of 0.5;
+# * explain why a segmentation's ECE looks small, and why the paper reports the ACE;
+# * estimate how much of an image's ACE is sampling noise (its noise floor);
+# * tell per-image (macro) from pooled (micro) calibration errors.
+#
+# The exercises check themselves: run `ex.<name>.check(answer)`; `ex.<name>.hint()` helps and
+# `ex.<name>.solution()` shows a model answer. Terms are defined in the
+# [glossary](https://github.com/calibtut/calibtut/blob/main/notebooks/glossary.md).
 
 # %%
 # Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
@@ -34,8 +46,10 @@ smoke = False  # nothing trains here, so smoke mode changes nothing
 data_dir = None  # not used: the data is made up below
 device = None  # not used: everything here is small enough for the CPU
 epochs = None  # not used: nothing trains
+overwrite = False  # not used: nothing trains
 run_root = "../runs"  # the repository's runs/ folder, shared by make demo and every notebook
 num_bins = 20  # bins of the reliability diagrams and calibration errors (the paper's 20)
+solutions = False  # True: every exercise checks its model answer (what the tests also run)
 
 # %% [markdown]
 # ## A toy classifier, three ways
@@ -54,7 +68,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from calibtut import course, plots, views
+from calibtut import course, exercises, plots, views
 from calibtut.binning import hard_binning
 from calibtut.data import toy_segmentation
 from calibtut.metrics import (
@@ -74,6 +88,9 @@ def with_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
     logit = np.log(p) - np.log1p(-p)
     return (1 / (1 + np.exp(-logit / temperature))).astype(np.float32)
 
+
+exercises.use_solutions(solutions)
+ex = exercises.notebook("01")
 
 models = {
     "calibrated": true_probability,
@@ -101,8 +118,46 @@ models = {
 #
 # The **Expected** Calibration Error weighs each bin by how many cases it holds; the **Average**
 # Calibration Error weighs every occupied bin the same; the **Maximum** Calibration Error is the
-# worst bin. Written out in NumPy (the bin edges are MONAI's: computed in float32, and a value
-# exactly on an edge belongs to the lower bin, so bins are $(e_{m-1}, e_m]$):
+# worst bin. (A different "ACE", the *adaptive* calibration error of Nixon et al. 2019, uses
+# bins of equal counts; in this course ACE is always the *average* one, the paper's.)
+#
+# ### Exercise 1 · The three errors by hand
+#
+# Before reading our version below, write each as a function of `p`, `y` (1-D NumPy arrays) and
+# `num_bins`, and check it: the check runs it on cases you do not see and compares it with
+# calibtut. The bins are MONAI's: upper edges `np.linspace(0, 1 + eps, num_bins + 1)` in
+# float32 (`eps` the float32 machine epsilon), and a value exactly on an edge belongs to the
+# lower bin, so bins are $(e_{m-1}, e_m]$ and 0 and 1 belong to the first and last bins.
+
+
+# %%
+def ece(p, y, num_bins):
+    # your code here: return the Expected Calibration Error
+    ...
+
+
+ex.ece.check(ece)
+
+
+# %%
+def ace(p, y, num_bins):
+    # your code here: return the Average Calibration Error
+    ...
+
+
+ex.ace.check(ace)
+
+
+# %%
+def mce(p, y, num_bins):
+    # your code here: return the Maximum Calibration Error
+    ...
+
+
+ex.mce.check(mce)
+
+# %% [markdown]
+# Our version, written out in NumPy:
 
 
 # %%
@@ -162,6 +217,14 @@ plots.reliability_diagram(reliability(toy_bins), list(models))
 # more often: it was too sure of the absence). The underconfident model draws the mirror image.
 # All three have the same accuracy: calibration is a property of the probabilities, not of
 # the decisions.
+#
+# ### Exercise 2 · Reading a diagram
+#
+# On the overconfident model's diagram, do the bars *below* a confidence of 0.5 lie `"above"`
+# or `"below"` the diagonal? Answer from what overconfidence means, then look again.
+
+# %%
+ex.direction.check(...)  # your answer: "above" or "below"
 #
 # ## Segmentation is different
 #
@@ -242,6 +305,15 @@ display(views.floor_table(large.probs, large.target, large.class_names, num_bins
 # (notebook 03) are 384 x 384 scans with dozens of structures each, so that a trained model's
 # per-image ACE stands well above its floor, and every table shows the floor beside the ACE.
 #
+# ### Exercise 3 · An open question
+#
+# A perfectly calibrated model scores an ACE of about 0.13 on the 64 x 64 image. Why, and what
+# would lower that floor? Write your answer, then compare it with `ex.floor.solution()`.
+
+# %%
+ex.floor.check(...)  # your answer, as a string
+
+# %% [markdown]
 # ### Per image, then averaged (macro), or pooled (micro)?
 #
 # With several images there are two ways to get one number per class. *Macro*: the errors of
@@ -291,8 +363,31 @@ course.save_result(
         "ace_per_image": per_image_ace,
         "ace_macro": macro_average(per_image_ace),
         "ace_micro": micro_errors(two_images).ace[0],
+        "exercises": exercises.status(),
     },
 )
 
 # %% [markdown]
-# Next, notebook **02** turns the ACE into a loss that a network can be trained with.
+# ## What you learned
+#
+# * A model is calibrated when a bin it calls $p$ holds positives a fraction $p$ of the time;
+#   overconfidence is a prediction more extreme than the truth, below the diagonal above 0.5 and
+#   above it below 0.5.
+# * ECE weighs bins by their counts, so a segmentation's crowd of easy voxels makes it small;
+#   ACE weighs every occupied bin once, so the boundary bins count; MCE is the worst bin.
+# * Segmentation calibration is marginal (per class) and per image, then averaged (macro).
+# * A bin of a few voxels shows a gap even for a perfect model: the noise floor. Read an ACE
+#   against its floor; more voxels per bin lower it.
+#
+# **Next**: notebook **02** turns the ACE into a loss that a network can be trained with.
+#
+# **References**: Guo et al., *On Calibration of Modern Neural Networks*, ICML 2017 (reliability
+# diagrams, the ECE in deep learning); Naeini et al., *Obtaining Well Calibrated Probabilities
+# Using Bayesian Binning*, AAAI 2015 (the ECE and MCE); Nixon et al., *Measuring Calibration in
+# Deep Learning*, CVPR Workshops 2019 (the *adaptive* calibration error, another "ACE");
+# Mehrtash et al., *Confidence Calibration and Predictive Uncertainty Estimation for Deep
+# Medical Image Segmentation*, IEEE TMI 2020; Barfoot et al., *Average Calibration Error: A
+# Differentiable Loss for Improved Reliability in Image Segmentation*, MICCAI 2024
+# ([arXiv 2403.06759](https://arxiv.org/abs/2403.06759)); Barfoot et al., *Average Calibration
+# Losses for Reliable Uncertainty in Medical Image Segmentation*, IEEE TMI 2026
+# ([arXiv 2506.03942](https://arxiv.org/abs/2506.03942)).

@@ -13,6 +13,18 @@
 # 3. soft bins, which share each probability between two neighbouring bins;
 # 4. empty bins, and how many bins to use;
 # 5. a playground to try all this on single values, and gradients on a small image.
+#
+# **You will learn to**
+#
+# * write the mL1-ACE loss and say what is averaged over what (bins, classes, images);
+# * derive the gradient of the hard-binned loss for one voxel, and predict its sign;
+# * compute soft-bin weights by hand and say what extra gradient they carry;
+# * choose a number of bins, reading the ACE against its noise floor;
+# * tell where on an image each loss acts (Dice + CE against the calibration losses).
+#
+# The exercises check themselves: run `ex.<name>.check(answer)`; `ex.<name>.hint()` helps and
+# `ex.<name>.solution()` shows a model answer. Terms are defined in the
+# [glossary](https://github.com/calibtut/calibtut/blob/main/notebooks/glossary.md).
 
 # %%
 # Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
@@ -32,8 +44,10 @@ smoke = False  # nothing trains here, so smoke mode changes nothing
 data_dir = None  # not used: the image is generated
 device = None  # not used: everything here is small enough for the CPU
 epochs = None  # not used: nothing trains
+overwrite = False  # not used: nothing trains
 run_root = "../runs"  # the repository's runs/ folder, shared by make demo and every notebook
 num_bins = 20  # bins of the losses (the paper's 20)
+solutions = False  # True: every exercise checks its model answer (what the tests also run)
 
 # %% [markdown]
 # ## 1 · The loss
@@ -61,12 +75,15 @@ import torch
 from IPython.display import display
 from monai.losses import DiceCELoss
 
-from calibtut import course, plots, views
+from calibtut import course, exercises, plots, views
 from calibtut.binning import hard_bin_index, hard_binning, soft_binning
 from calibtut.data import toy_segmentation
 from calibtut.losses import HardL1ACELoss, SoftL1ACELoss
 from calibtut.metrics import calibration_errors, draw_floor_labels, noise_floor
 from calibtut.widgets import BinningPlayground
+
+exercises.use_solutions(solutions)
+ex = exercises.notebook("02")
 
 toy = toy_segmentation(seed=1)
 loss_value = HardL1ACELoss(num_bins=num_bins)(toy.probs, toy.target)
@@ -85,11 +102,15 @@ print(f"HardL1ACELoss = {loss_value:.6f}; mean ACE from calibtut.metrics = {metr
 # \frac{\partial \mathcal{L}}{\partial \hat p_i} = \frac{1}{BC}\,\frac{1}{|M^+_{bc}|}\,
 #   \frac{\operatorname{sign}(\bar p_{bcm} - \bar y_{bcm})}{|B_{bcm}|}.$$
 #
-# Three things follow. Every voxel of a bin gets the *same* push: down if the bin is
-# overconfident ($\bar p > \bar y$), up if not. The push is divided by the bin's size, so the
-# thousands of voxels in the crowded end bins barely move while the few in the middle bins,
-# the boundary voxels, move a lot. And nothing in it knows where the bin edges are: the hard
-# loss moves probabilities towards their bin's accuracy, not across bins.
+# Three things follow. Every voxel of a bin gets the *same* push: down if the bin's mean
+# prediction is above its accuracy ($\bar p > \bar y$), up if it is below. Every probability is
+# pulled towards its bin's accuracy, on both sides of 0.5 (above 0.5, $\bar p > \bar y$ is
+# overconfidence; below 0.5, where the model is predicting the class's absence, it is
+# underconfidence: notebook 01). The push is divided by the bin's size, so the thousands of
+# voxels in the crowded end bins barely move while the few in the middle bins, the boundary
+# voxels, move a lot. And nothing in it knows where the bin edges are: the gradient treats each
+# voxel's bin as fixed. A step can still carry a voxel over an edge (when its bin's accuracy lies
+# outside the bin, for one), but the gradient does not see what changing bins does to the loss.
 #
 # The formula, by hand, against PyTorch's autograd through `HardL1ACELoss`:
 
@@ -106,6 +127,32 @@ by_hand = push.nan_to_num().gather(-1, bin_of).view_as(toy.probs)
 gap = (by_hand - probs.grad).abs().max().item()
 assert gap < 1e-9, gap
 print(f"largest difference between the formula and autograd: {gap:.1e}")
+
+# %% [markdown]
+# ### Exercise 1 · The gradient of one voxel
+#
+# Write the formula above as a function of one bin's numbers: its mean prediction and accuracy,
+# its count, the number of occupied bins of that image and class, and the batch's numbers of
+# images and classes. The check compares it with autograd's answer on cases you do not see.
+
+
+# %%
+def hard_gradient(mean_p, mean_y, count, occupied, images, classes):
+    # your code here: return d(loss) / d(p) for one voxel of that bin
+    ...
+
+
+ex.hard_gradient.check(hard_gradient)
+
+# %% [markdown]
+# ### Exercise 2 · Predict the sign
+#
+# A voxel of the *lesion* channel has $\hat p = 0.1$, in a bin whose mean prediction is 0.12 and
+# whose voxels are lesion 20 % of the time. Does one step of gradient descent on the hard loss
+# move its probability `"up"` or `"down"`?
+
+# %%
+ex.sign.check(...)  # your answer: "up" or "down"
 
 # %% [markdown]
 # ## 3 · Soft binning
@@ -151,6 +198,22 @@ display(table.rename_axis("p").round(4))
 one_at_a_time = torch.tensor(values, dtype=torch.float64).view(1, 5, 1)  # each value its own class
 calibtut_weights = soft_binning(one_at_a_time, torch.zeros_like(one_at_a_time), 5).count[0]
 assert np.allclose(calibtut_weights.numpy(), weights)
+
+# %% [markdown]
+# ### Exercise 3 · Soft weights without looking
+#
+# Close the cell above and write `soft_weights` again, for one probability `p` (a float) and
+# `num_bins` bins, returning one weight per bin. The check tries values near the centres, at
+# the ends and at 0.999.
+
+
+# %%
+def my_soft_weights(p, num_bins):
+    # your code here: return an array of num_bins weights
+    ...
+
+
+ex.soft_weights.check(my_soft_weights)
 
 # %% [markdown]
 # ## 4 · Empty bins, and how many bins
@@ -209,6 +272,16 @@ display(ace_by_bins.round(3))
 # therefore only comparable at the same number of bins (the paper, MONAI and calibtut all use
 # 20), and on images of the same size: the same model scores a higher ACE on a smaller image.
 #
+# ### Exercise 4 · An open question
+#
+# The paper found that soft binning calibrates more than hard binning but can cost Dice. From
+# the two gradients, why might that be? Write your answer, then compare it with
+# `ex.soft_strength.solution()`.
+
+# %%
+ex.soft_strength.check(...)  # your answer, as a string
+
+# %% [markdown]
 # ## 5 · The binning playground
 #
 # Move `p` and watch where it lands: its share of each bin (top) and, below, the gradient of
@@ -299,9 +372,35 @@ course.save_result(
         "ace_by_bins": ace_by_bins,
         "playground": playground_result,
         "voxels_carrying_90_percent": concentration,
+        "exercises": exercises.status(),
     },
 )
 
 # %% [markdown]
-# Next, notebook **03** trains networks with these losses and compares them with the
+# ## What you learned
+#
+# * The mL1-ACE is the per-image, per-class ACE averaged over a batch's images and the classes
+#   present in them; the paper adds it to Dice + CE, each term weighted 0.33.
+# * With hard bins a voxel's gradient is $\operatorname{sign}(\bar p_m - \bar y_m)$ divided by
+#   its bin's size, the occupied bins and the batch: it pulls every probability towards its
+#   bin's accuracy and treats bin membership as fixed.
+# * Soft bins share a probability between the two nearest centres; their weights depend on the
+#   probability, so the gradient can also move voxels towards a neighbouring bin with a
+#   smaller gap.
+# * More bins mean fewer voxels per bin and a higher noise floor: compare ACE values at one
+#   number of bins and on images of one size.
+# * Dice + CE pushes whole regions; the calibration losses act on the boundary band, where the
+#   middle bins are.
+#
+# **Next**: notebook **03** trains networks with these losses and compares them with the
 # Dice + CE baseline.
+#
+# **References**: Barfoot et al., *Average Calibration Error: A Differentiable Loss for Improved
+# Reliability in Image Segmentation*, MICCAI 2024 ([arXiv 2403.06759](https://arxiv.org/abs/2403.06759));
+# Barfoot et al., *Average Calibration Losses for Reliable Uncertainty in Medical Image
+# Segmentation*, IEEE TMI 2026 ([arXiv 2506.03942](https://arxiv.org/abs/2506.03942)) (hard and
+# soft binning, the 0.33 weights); Naeini et al., AAAI 2015 (binned calibration errors);
+# Guo et al., *On Calibration of Modern Neural Networks*, ICML 2017; Nixon et al., *Measuring
+# Calibration in Deep Learning*, CVPR Workshops 2019 (the *adaptive* calibration error, equal-mass
+# bins, not this course's *average* one); Mehrtash et al., IEEE TMI 2020 (calibration in
+# medical segmentation).

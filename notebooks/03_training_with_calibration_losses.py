@@ -13,6 +13,15 @@
 # (ECE, ACE, MCE). The paper found that the hard loss lowers the ACE while keeping the Dice,
 # and the soft loss lowers it further at a small Dice cost. We check this on calibtut's
 # synthetic dataset, small enough to train on a CPU in a few minutes.
+#
+# **You will learn to**
+#
+# * train the three losses with one call, and find their runs on disk;
+# * read the paper's statistics: per-image Δ% (a mean of ratios), the paired t-test, and the
+#   ACE against its noise floor;
+# * explain why pooled (micro) and per-image (macro) changes differ;
+# * see where a loss changed the calibration: paired per-image values, reliability diagrams,
+#   dataset reliability histograms and overlays.
 
 # %%
 # Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
@@ -35,6 +44,7 @@ epochs = None  # None: the synthetic preset's 20 epochs
 run_root = "../runs"  # the repository's runs/ folder, shared by make demo and every notebook
 seed = 0  # the runs' seed: weights, data order and augmentation
 overwrite = False  # True: retrain runs made with other settings (e.g. after changing epochs)
+solutions = False  # True: every exercise checks its model answer (what the tests also run)
 
 # %% [markdown]
 # ## The data
@@ -57,8 +67,11 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from calibtut import course, report, views
+from calibtut import course, exercises, report, views
 from calibtut.data import spec
+
+exercises.use_solutions(solutions)
+ex = exercises.notebook("03")
 
 synthetic = spec("synthetic")
 print(synthetic.description)
@@ -140,6 +153,46 @@ display(Markdown(report.report_markdown(table)))
 # 20 epochs, the paper's for 600 to 1250: whether soft binning needs longer training to show
 # its strength is a question you can test by raising `epochs`.
 #
+# ### Exercise 1 · The paper's Δ%
+#
+# Write `pct_change(baseline, loss)`: from two arrays of per-image values (one per test image,
+# same order), the paper's Δ%. Then `p_value(baseline, loss)`, the paper's test.
+
+
+# %%
+def pct_change(baseline, loss):
+    # your code here
+    ...
+
+
+ex.pct_change.check(pct_change)
+
+
+# %%
+def p_value(baseline, loss):
+    # your code here
+    ...
+
+
+ex.paired_test.check(p_value)
+
+# %% [markdown]
+# ### Exercise 2 · Above the floor
+#
+# Write `removed(baseline, loss, floor)`: the share of the baseline's removable ACE (the part
+# above its noise floor) that a loss removed. With the macro numbers above, what share did the
+# hard loss remove?
+
+
+# %%
+def removed(baseline, loss, floor):
+    # your code here
+    ...
+
+
+ex.removed.check(removed)
+
+# %% [markdown]
 # **Micro and macro disagree**, and it is worth seeing why. The micro ACE, of the bins pooled
 # over all 20 test scans, falls by 51% with hard and 50% with soft, far more than the per-scan
 # changes. Pooling puts 20 times more voxels in each bin, so the micro floor is only 0.003:
@@ -149,6 +202,15 @@ display(Markdown(report.report_markdown(table)))
 # bins and another's underconfident ones cancel, and weighs scans by their voxel counts. The
 # paper reports macro because a reader looks at one scan at a time.
 #
+# ### Exercise 3 · An open question
+#
+# Before reading the paragraph above, or after it in your own words: why does the micro ACE
+# fall about twice as much as the macro ACE? Give two reasons.
+
+# %%
+ex.micro_macro.check(...)  # your answer, as a string
+
+# %% [markdown]
 # ## Image by image
 #
 # Behind each Δ% are pairs: each test scan's baseline value against its value under the loss.
@@ -223,11 +285,28 @@ course.save_result(
             loss: float(run.history()["epoch_time_s"].sum()) for loss, run in runs.items()
         },
         "typical_image": typical,
+        "exercises": exercises.status(),
     },
 )
 
 # %% [markdown]
-# With more seeds (`seed = 1, 2, ...`, or `calibtut demo --seeds 3` in a terminal) the
-# comparison becomes firmer; the paper used one seed per run on datasets of 100 to 200 test
-# images. Notebook **08** explores these runs image by image; notebooks **04-07** repeat this
-# experiment on the paper's datasets.
+# ## What you learned
+#
+# * `settings.train` trains (or reuses) one run per loss into `runs/`; every table and figure
+#   here reads those run directories.
+# * Δ% is the mean of per-image changes, tested with the paired t-test over images; read the
+#   ACE against its noise floor, the part no loss can remove.
+# * On these scans both losses lower the per-scan ACE by a fifth to a third at a Dice cost of
+#   about 1% or less; hard more than soft, unlike the paper, and neither the MCE clearly.
+# * Micro changes are larger than macro ones: pooled bins have almost no noise floor, and
+#   pooling lets images' gaps cancel.
+#
+# **Next**: with more seeds (`seed = 1, 2, ...`, or `calibtut demo --seeds 3` in a terminal)
+# the comparison becomes firmer. Notebook **08** explores these runs image by image; notebooks
+# **04-07** repeat this experiment on the paper's datasets.
+#
+# **References**: Barfoot et al., *Average Calibration Losses for Reliable Uncertainty in
+# Medical Image Segmentation*, IEEE TMI 2026 ([arXiv 2506.03942](https://arxiv.org/abs/2506.03942));
+# Mehrtash et al., IEEE TMI 2020 (calibration of medical segmentation networks); the
+# [glossary](https://github.com/calibtut/calibtut/blob/main/notebooks/glossary.md) for per
+# image vs per patch, macro vs micro and sliding-window inference.

@@ -7,15 +7,23 @@
 # MRI scans from several hospitals and scanners with **15 organs** annotated, from the liver
 # (about 1.5 litres) to the adrenal glands (a few millilitres): spleen, both kidneys,
 # gallbladder, oesophagus, liver, stomach, aorta, inferior vena cava, pancreas, both adrenal
-# glands, duodenum, bladder and prostate or uterus. The paper, and calibtut, use the CT scans.
+# glands, duodenum, bladder and prostate/uterus (one class: the prostate in men, the uterus in
+# women). The paper, and calibtut, use the CT scans.
 #
 # Why it is interesting for calibration: sixteen softmax outputs compete for every voxel; the
 # small organs are nearly all boundary; and some organs are absent from some scans (a
-# removed gallbladder, a prostate in a woman's scan), which calibration metrics must handle.
+# removed gallbladder, or a scan that ends above the pelvis), which calibration metrics must
+# handle.
 #
 # The notebook has the same structure as 04 (ACDC); the code is the same calls, the prose is
 # about AMOS. **Without the data** it continues on a phantom in AMOS's file layout, so that every
 # cell runs (the phantom's numbers mean nothing about abdomens).
+#
+# **You will learn to**
+#
+# * handle sixteen competing classes and organs absent from some scans;
+# * tell what the paper found on AMOS, and which explanation of it is only a guess;
+# * read per-class results where small organs and large ones differ.
 
 # %%
 # Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
@@ -113,6 +121,20 @@ display(settings.table())
 # calibtut train --dataset amos --data-dir /data/amos22 --loss soft
 # ```
 #
+# On $N$ GPUs of one machine, PyTorch's `torchrun` starts one process per GPU
+# (DistributedDataParallel, NCCL; each process reads its share of the cases):
+#
+# ```bash
+# torchrun --standalone --nproc_per_node 4 -m calibtut train --dataset amos --data-dir /data/amos22 --loss soft
+# ```
+#
+# Each process takes `--batch-size` cases per step, so the global batch is $N$ times that at the
+# same learning rate (`world_size` and `global_batch_size` in `config.json`): with the paper's 2
+# cases per process, 4 GPUs make a global batch of 8 and a quarter of the steps per epoch, a
+# different optimisation from the paper's. `--nproc_per_node 2 --batch-size 1` keeps its global
+# batch of 2; with more GPUs, say in your write-up what changed. Validation and the test evaluation are shared out too, and give
+# the same numbers as one process. Several machines: the README's *Several GPUs or machines*.
+#
 # Interrupted runs resume; finished ones are reused by the cell below.
 
 # %%
@@ -146,10 +168,12 @@ views.overlays(runs)
 #
 # On its 100 AMOS test scans the paper found, per scan against the baseline: **hard**
 # mL1-ACE lowered the ACE only slightly, by 2.8 ± 12.4%, **soft** by 17.6 ± 13.9%, with Dice
-# changes under one percent (hard -0.22 ± 0.99%, soft -0.64 ± 1.22%). With sixteen classes a
-# voxel's probability is split many ways and the hard loss's push, which never moves a voxel
-# between bins, has less to work with; soft binning still helps clearly. The table and the
-# per-scan distributions, from the authors' files, with your runs on real data when present:
+# changes under one percent (hard -0.22 ± 0.99%, soft -0.64 ± 1.22%). Why the hard loss helps
+# so little here the paper does not test. A guess, and only that: with sixteen classes most of
+# a class's voxels sit in its first bin, and the hard gradient, which ignores how a step changes
+# bin membership, acts only through each bin's own gap; the soft gradient also moves voxels
+# between neighbouring bins. The table and the per-scan distributions, from the authors'
+# files, with your runs on real data when present:
 
 # %%
 comparison = paper.compare_with_runs(paper_root, run_root, "amos")
@@ -161,3 +185,19 @@ if comparison is not None:
 
 # %%
 course.save_result(run_root, "05_amos", course.dataset_result(source, settings, runs, comparison))
+
+# %% [markdown]
+# ## What you learned
+#
+# * AMOS's sixteen classes and its small organs make calibration per class essential; absent
+#   organs are left out of the loss but scored in evaluation (see the glossary).
+# * The paper found a small gain for hard binning (−2.8 % ACE) and a larger one for soft
+#   (−17.6 %), with Dice changes under 1 %; why hard helps so little is not established.
+#
+# **Next**: **06** (KiTS23) scores overlapping regions.
+#
+# **References**: Barfoot et al., *Average Calibration Losses for Reliable Uncertainty in
+# Medical Image Segmentation*, IEEE TMI 2026 ([arXiv 2506.03942](https://arxiv.org/abs/2506.03942));
+# Barfoot et al., MICCAI 2024 ([arXiv 2403.06759](https://arxiv.org/abs/2403.06759));
+# Ji et al., *AMOS: A Large-Scale Abdominal Multi-Organ Benchmark for Versatile Medical Image
+# Segmentation*, NeurIPS 2022 (AMOS); Mehrtash et al., IEEE TMI 2020; Guo et al., ICML 2017.

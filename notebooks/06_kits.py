@@ -31,6 +31,13 @@
 #
 # Same structure as 04 (ACDC). **Without the data** the notebook continues on a phantom in
 # KiTS23's file layout, so that every cell runs (its numbers mean nothing about kidneys).
+#
+# **You will learn to**
+#
+# * score nested, overlapping regions built from exclusive labels, as the paper did;
+# * compute a region's probability as the sum of its labels' softmax probabilities;
+# * say what the sigmoid option changes, and why its numbers are not the paper's;
+# * read percentage changes on a small structure with care (tiny baselines, wide spreads).
 
 # %%
 # Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
@@ -120,6 +127,20 @@ display(settings.table())
 # calibtut train --dataset kits --data-dir /data/kits23/dataset --loss soft
 # ```
 #
+# On $N$ GPUs of one machine, PyTorch's `torchrun` starts one process per GPU
+# (DistributedDataParallel, NCCL; each process reads its share of the cases):
+#
+# ```bash
+# torchrun --standalone --nproc_per_node 4 -m calibtut train --dataset kits --data-dir /data/kits23/dataset --loss soft
+# ```
+#
+# Each process takes `--batch-size` cases per step, so the global batch is $N$ times that at the
+# same learning rate (`world_size` and `global_batch_size` in `config.json`): with the paper's 2
+# cases per process, 4 GPUs make a global batch of 8 and a quarter of the steps per epoch, a
+# different optimisation from the paper's. `--nproc_per_node 2 --batch-size 1` keeps its global
+# batch of 2; with more GPUs, say in your write-up what changed. Validation and the test evaluation are shared out too, and give
+# the same numbers as one process. Several machines: the README's *Several GPUs or machines*.
+#
 # and come back: interrupted runs resume, finished ones are reused by the cell below.
 
 # %%
@@ -171,3 +192,19 @@ if comparison is not None:
 
 # %%
 course.save_result(run_root, "06_kits", course.dataset_result(source, settings, runs, comparison))
+
+# %% [markdown]
+# ## What you learned
+#
+# * KiTS23 is trained with a softmax over exclusive labels and scored on three nested regions,
+#   each region's probability the sum of its labels'.
+# * The paper's changes on KiTS23 have wide spreads (soft ACE −29 ± 40 %): a small tumour's
+#   baseline error is tiny, so any change is a large percentage.
+#
+# **Next**: **07** (BraTS21) adds four input channels.
+#
+# **References**: Barfoot et al., *Average Calibration Losses for Reliable Uncertainty in
+# Medical Image Segmentation*, IEEE TMI 2026 ([arXiv 2506.03942](https://arxiv.org/abs/2506.03942));
+# Barfoot et al., MICCAI 2024 ([arXiv 2403.06759](https://arxiv.org/abs/2403.06759));
+# Heller et al., *The KiTS21 Challenge*, arXiv 2307.01984 (the KiTS challenges and their
+# hierarchical evaluation classes); Mehrtash et al., IEEE TMI 2020; Naeini et al., AAAI 2015.

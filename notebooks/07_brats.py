@@ -26,6 +26,12 @@
 # The boundaries of oedema are notoriously hard to draw, which makes BraTS a natural test of
 # calibration. Same structure as 04 (ACDC). **Without the data** the notebook continues on a
 # phantom in the BraTS layout, so that every cell runs (its numbers mean nothing about brains).
+#
+# **You will learn to**
+#
+# * train on four co-registered MRI sequences as input channels;
+# * score the three nested tumour regions from a softmax over exclusive labels;
+# * weigh a calibration gain against a Dice cost, where the paper found the largest one.
 
 # %%
 # Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
@@ -118,6 +124,20 @@ display(settings.table())
 # calibtut train --dataset brats --data-dir /data/RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021 --loss soft
 # ```
 #
+# On $N$ GPUs of one machine, PyTorch's `torchrun` starts one process per GPU
+# (DistributedDataParallel, NCCL; each process reads its share of the cases):
+#
+# ```bash
+# torchrun --standalone --nproc_per_node 4 -m calibtut train --dataset brats --data-dir /data/RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021 --loss soft
+# ```
+#
+# Each process takes `--batch-size` cases per step, so the global batch is $N$ times that at the
+# same learning rate (`world_size` and `global_batch_size` in `config.json`): with the paper's 2
+# cases per process, 4 GPUs make a global batch of 8 and a quarter of the steps per epoch, a
+# different optimisation from the paper's. `--nproc_per_node 2 --batch-size 1` keeps its global
+# batch of 2; with more GPUs, say in your write-up what changed. Validation and the test evaluation are shared out too, and give
+# the same numbers as one process. Several machines: the README's *Several GPUs or machines*.
+#
 # and come back: interrupted runs resume, finished ones are reused by the cell below.
 
 # %%
@@ -166,3 +186,18 @@ if comparison is not None:
 
 # %%
 course.save_result(run_root, "07_brats", course.dataset_result(source, settings, runs, comparison))
+
+# %% [markdown]
+# ## What you learned
+#
+# * BraTS21 has four input sequences and three nested regions, trained and scored as in KiTS23.
+# * Soft binning lowered the ACE by 27 % but cost 2.4 % Dice on average, the largest cost of the
+#   four datasets: calibration is not always free.
+#
+# **Next**: **08** explores runs image by image; **09** sets the paper's four datasets side by side.
+#
+# **References**: Barfoot et al., *Average Calibration Losses for Reliable Uncertainty in
+# Medical Image Segmentation*, IEEE TMI 2026 ([arXiv 2506.03942](https://arxiv.org/abs/2506.03942));
+# Barfoot et al., MICCAI 2024 ([arXiv 2403.06759](https://arxiv.org/abs/2403.06759));
+# Baid et al., *The RSNA-ASNR-MICCAI BraTS 2021 Benchmark on Brain Tumor Segmentation and
+# Radiogenomic Classification*, arXiv 2107.02314 (BraTS21); Mehrtash et al., IEEE TMI 2020.

@@ -21,6 +21,14 @@
 # published at, or reads a local copy: set `paper_root` to a clone of the authors' repository (or
 # a copy of its `bundles/` folder). Offline and without a copy, the notebook says so and shows
 # your runs only.
+#
+# **You will learn to**
+#
+# * rebuild the paper's main table from its published per-image results;
+# * compute per-image percentage changes and the paper's paired t-test, with a Wilcoxon test
+#   beside it, and say when they disagree;
+# * restrict a comparison to complete cases and count missing classes;
+# * put your own runs beside the paper's, image by image.
 
 # %%
 # Colab only: install calibtut and turn on Colab's widget manager (elsewhere this does nothing).
@@ -40,6 +48,7 @@ smoke = False  # nothing trains here, so smoke mode changes nothing
 data_dir = None  # not used: the results are the paper's files and your run directories
 device = None  # not used: nothing runs a network
 epochs = None  # not used: nothing trains
+overwrite = False  # not used: nothing trains
 run_root = "../runs"  # the repository's runs/ folder, shared by make demo and every notebook
 paper_root = None  # None: download the paper's files; or a local copy with their bundles/ layout
 
@@ -227,3 +236,21 @@ course.save_result(
         "with_yours": None if with_yours is None else with_yours.to_dict(orient="records"),
     },
 )
+
+# %% [markdown]
+# ## What you learned
+#
+# * The paper's table follows from its per-image files: mean ± std of per-image percentage
+#   changes against the baseline, with the paired t-test.
+# * Soft binning lowered the ACE on all four datasets, most on ACDC (−41 %); its Dice changes ran
+#   from +1.0 % (KiTS23) to −2.4 % (BraTS21): a trade-off to check on each dataset, not a free
+#   gain.
+# * Two tests can disagree on the same data; report the one you chose before looking.
+#
+# **Next**: **10** compares other calibration methods on the synthetic data.
+#
+# **References**: Barfoot et al., *Average Calibration Losses for Reliable Uncertainty in
+# Medical Image Segmentation*, IEEE TMI 2026 ([arXiv 2506.03942](https://arxiv.org/abs/2506.03942));
+# Barfoot et al., MICCAI 2024 ([arXiv 2403.06759](https://arxiv.org/abs/2403.06759));
+# Student, *The Probable Error of a Mean*, Biometrika 1908 (the t-test); Wilcoxon, *Individual
+# Comparisons by Ranking Methods*, Biometrics Bulletin 1945; Mehrtash et al., IEEE TMI 2020.

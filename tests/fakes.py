@@ -21,6 +21,7 @@ from calibtut.metrics import (
     CalibrationErrors,
     FloorDraws,
     ImageResults,
+    ImageScores,
     calibration_errors,
     image_results,
     noise_floor,
@@ -39,6 +40,7 @@ run trains in a second: ``catalog.spec("synthetic").replace(**SMALL_SYNTHETIC)``
 IMAGES = ("img0", "img1", "img2")
 CLASSES = ("organ", "ring")
 FLOOR_DRAWS = 8
+SCORES = ("brier", "nll", "equal_mass_ece")
 
 
 def random_bins(n_images: int, n_classes: int, num_bins: int = 20, seed: int = 0) -> BinStats:
@@ -92,10 +94,13 @@ def evaluated_run(
             its position in ``channels``).
         bins: the saved bins (default: :func:`random_bins` from the run's loss and seed).
         values: chosen per-image ``(images, classes)`` values of ``dice``/``ece``/``ace``/``mce``;
-            the others are computed from the bins (Dice: 0.7).
+            the others are computed from the bins (Dice: 0.7). With all of ``brier``, ``nll``
+            and ``equal_mass_ece`` the run saves these scores too (else it has none, as runs
+            evaluated before calibtut saved them).
         empty: ``(images, classes)`` flags of classes absent from an image (default: none).
         floors: save label draws and noise floors (from :func:`random_draws`).
-        predictions: overlay arrays per image id (``RunDir.write_prediction``'s keys).
+        predictions: overlay arrays per image id: ``image``, ``label``, ``prediction`` and
+            ``probabilities`` (``RunDir.write_prediction``), or a ``confidence`` instead.
         config: more ``config.json`` entries.
     """
     channels = list(channels) if channels is not None else ["background", *classes]
@@ -122,6 +127,7 @@ def evaluated_run(
         empty=torch.zeros(B, C, dtype=torch.bool) if empty is None else torch.as_tensor(empty),
         floor=noise_floor(bins, draws) if draws is not None else None,
         draws=draws,
+        scores=ImageScores(*(chosen[k] for k in SCORES)) if set(SCORES) <= set(chosen) else None,
     )
     run = RunDir(run_path(root, dataset, loss, seed))
     activation = "sigmoid" if "background" not in channels else "softmax"
@@ -142,10 +148,27 @@ def evaluated_run(
     )
     run.write_results(results, list(image_ids), list(classes), indices)
     for image_id, arrays in (predictions or {}).items():
+        probabilities = arrays.get("probabilities")
+        if probabilities is None:
+            probabilities = _probabilities_of(arrays, len(channels))
         run.write_prediction(
-            image_id, *(arrays[k] for k in ("image", "label", "prediction", "confidence"))
+            image_id, *(arrays[k] for k in ("image", "label", "prediction")), probabilities
         )
     return run
+
+
+def _probabilities_of(arrays: Mapping[str, np.ndarray], num_channels: int) -> np.ndarray:
+    """Every channel's probability from overlay arrays that give only a ``confidence``: the
+    regions' own (multi-label), or the confidence on the predicted class and the rest shared
+    equally (class-index maps), so that the saved confidence is the one given."""
+    confidence = np.asarray(arrays["confidence"], dtype=np.float64)
+    if confidence.ndim == np.ndim(arrays["image"]) + 1:
+        return confidence
+    predicted = np.asarray(arrays["prediction"]).astype(np.int64)
+    rest = (1 - confidence) / max(num_channels - 1, 1)
+    probabilities = np.repeat(rest[None], num_channels, axis=0)
+    np.put_along_axis(probabilities, predicted[None], confidence[None], axis=0)
+    return probabilities
 
 
 def softmax_prediction(
@@ -328,7 +351,7 @@ def model_run(
                 image = labels[b].float() + 0.3 * torch.randn(shape, generator=generator)
                 run.write_prediction(
                     image_id, image.numpy(), labels[b].numpy(), probs[b].argmax(0).numpy(),
-                    probs[b].amax(0).numpy(),
+                    probs[b].numpy(),
                 )  # fmt: skip
     run.write_config(
         {

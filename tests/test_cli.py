@@ -103,7 +103,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monke
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--dataset", "acdc", "--loss", "focal"], "invalid choice: 'focal'"),
+        (["train", "--dataset", "acdc", "--loss", "medium"], "invalid choice: 'medium'"),
         (["train", "--loss", "hard"], "the following arguments are required: --dataset"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],

@@ -99,3 +99,26 @@ def test_two_processes_train_evaluate_as_one_and_resume_after_a_kill(tmp_path, s
     )
     a, b = killed.best()["model"], run.best()["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_of_the_command_line_trains_one_run_on_a_phantom(tmp_path):
+    """What the README and notebooks 04-07 tell a user to type, on two CPU processes."""
+    from calibtut.data import write_phantom
+
+    data = write_phantom("acdc", tmp_path / "acdc", cases=6)
+    argv = [
+        str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "calibtut", "train",
+        "--dataset", "acdc", "--data-dir", str(data), "--loss", "hard", "--epochs", "1",
+        "--max-steps", "2", "--width", "4", "--patch-size", "32", "32", "16",
+        "--val-window", "32", "32", "16", "--run-root", str(tmp_path / "runs"), "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    run = RunDir(tmp_path / "runs" / "acdc" / "hard" / "seed_0")
+    assert run.is_finished and run.is_evaluated
+    assert (run.config["world_size"], run.config["backend"]) == (2, "gloo")
+    assert run.config["global_batch_size"] == 2 * run.config["batch_size"]
+    ids = list(run.results().image_ids)
+    assert ids and len(set(ids)) == len(ids)  # every test image scored once, by one of the ranks

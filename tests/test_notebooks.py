@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 from fakes import evaluated_run, write_paper_results
 from reference import as_sums, direct_errors, direct_histogram
 
-from calibtut import paper
+from calibtut import exercises, paper
 from calibtut.data import spec
 from calibtut.data.phantoms import MARKER
 from calibtut.runs import RunDir
@@ -43,10 +44,11 @@ COURSE = (
     "07_brats",
     "08_exploring_reliability",
     "09_paper_results",
+    "10_calibration_toolbox",
 )
 REPOSITORY = "https://github.com/calibtut/calibtut"
-REQUIRED_PARAMETERS = {"smoke", "data_dir", "device", "epochs", "run_root"}
-TRAINING_NOTEBOOKS = {"00", "03", "04", "05", "06", "07"}  # these also take overwrite
+REQUIRED_PARAMETERS = {"smoke", "data_dir", "device", "epochs", "run_root", "overwrite"}
+EXERCISE_NOTEBOOKS = {"01", "02", "03", "08"}  # these also take solutions
 LOSSES = ("baseline", "hard", "soft")
 # Test images of the paper's published results, per dataset (the paper's Table 1 counts).
 PUBLISHED_TEST_IMAGES = {"acdc": 100, "amos": 100, "kits": 98, "brats": 200}
@@ -106,9 +108,26 @@ def test_notebook_follows_the_course_conventions(name):
         target.id for statement in ast.parse(parameters.source).body for target in statement.targets
     }
     assert REQUIRED_PARAMETERS <= assigned
-    if name[:2] in TRAINING_NOTEBOOKS:
-        assert "overwrite" in assigned
+    if name[:2] in EXERCISE_NOTEBOOKS:
+        assert "solutions" in assigned
     assert f'"{name}"' in code_cells(notebook)[-1].source  # ends by saving its result
+    text = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    assert "**You will learn to**" in notebook.cells[0].source  # objectives at the top
+    assert "## What you learned" in text and "**References**" in text  # a summary at the end
+    assert "**Next**" in text or name == COURSE[-1]
+
+
+def test_glossary_defines_the_terms_the_course_uses():
+    glossary = (NOTEBOOKS / "glossary.md").read_text()
+    terms = re.findall(r"^\*\*(.+?)\*\*", glossary, flags=re.MULTILINE)
+    for term in ("Marginal and top-label calibration", "Per image and per patch",
+                 "Macro and micro", "Occupied bins", "Deep supervision",
+                 "Sliding-window inference", "Noise floor", "Overconfident, underconfident"):  # fmt: skip
+        assert any(t.startswith(term) for t in terms), term
+    assert any(t.startswith("Empty classes") for t in terms)
+    assert "Nixon" in glossary and "adaptive" in glossary  # the other "ACE", named
+    for notebook in COURSE[1:4]:
+        assert "notebooks/glossary.md" in (NOTEBOOKS / f"{notebook}.py").read_text()
 
 
 # --- running them -------------------------------------------------------------------------------
@@ -150,6 +169,15 @@ def execute(tmp_path, monkeypatch):
         return json.loads((tmp_path / "runs" / "course" / f"{name}.json").read_text())
 
     return run
+
+
+def assert_exercises(result: dict, number: str, solutions: bool) -> None:
+    """Every exercise of the notebook was checked: left for the student, each reads
+    "unanswered" (not a failure); with the model answers filled in, each is correct."""
+    expected = {exercise.key for exercise in exercises.notebook(number)}
+    statuses = result["exercises"]
+    assert set(statuses) == expected and len(expected) >= 4
+    assert set(statuses.values()) == {"correct" if solutions else "unanswered"}, statuses
 
 
 def macro_from_per_image(run: RunDir) -> dict[str, float]:
@@ -204,9 +232,14 @@ def test_00_start_here(execute, tmp_path):
     assert_summary_matches_runs(result["summary"], runs)
 
 
+SOLUTIONS = pytest.mark.parametrize("solutions", [False, True], ids=["student", "solutions"])
+
+
 @pytest.mark.notebook
-def test_01_what_is_calibration(execute):
-    result = execute("01_what_is_calibration")
+@SOLUTIONS
+def test_01_what_is_calibration(execute, solutions):
+    result = execute("01_what_is_calibration", solutions=solutions)
+    assert_exercises(result, "01", solutions)
     by_hand, calibtut = result["toy_by_hand"], result["toy_calibtut"]
     assert set(by_hand) == {"calibrated", "overconfident (T = 0.5)", "underconfident (T = 2)"}
     for model in by_hand:
@@ -229,8 +262,10 @@ def test_01_what_is_calibration(execute):
 
 
 @pytest.mark.notebook
-def test_02_hard_and_soft_binning(execute):
-    result = execute("02_hard_and_soft_binning")
+@SOLUTIONS
+def test_02_hard_and_soft_binning(execute, solutions):
+    result = execute("02_hard_and_soft_binning", solutions=solutions)
+    assert_exercises(result, "02", solutions)
     assert result["loss"] == pytest.approx(result["mean_ace"], abs=1e-6)
     assert result["hard_gradient_formula_vs_autograd"] < 1e-9
     weights = result["soft_weights_by_hand"]  # {p: {bin: weight}}, five bins
@@ -258,8 +293,10 @@ def test_02_hard_and_soft_binning(execute):
 
 
 @pytest.mark.notebook
-def test_03_training_with_calibration_losses(execute):
-    result = execute("03_training_with_calibration_losses")
+@SOLUTIONS
+def test_03_training_with_calibration_losses(execute, solutions):
+    result = execute("03_training_with_calibration_losses", solutions=solutions)
+    assert_exercises(result, "03", solutions)
     runs = evaluated_runs(result)
     for loss, run in runs.items():
         assert (run.config["max_steps"], run.config["width"], run.config["device"]) == (4, 8, "cpu")
@@ -350,8 +387,10 @@ def direction_by_hand(sums: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.notebook
-def test_08_exploring_reliability(execute):
-    result = execute("08_exploring_reliability")
+@SOLUTIONS
+def test_08_exploring_reliability(execute, solutions):
+    result = execute("08_exploring_reliability", solutions=solutions)
+    assert_exercises(result, "08", solutions)
     runs = {name: RunDir(path) for name, path in result["runs"].items()}
     assert sorted(runs) == [f"synthetic/{loss}/seed_0" for loss in LOSSES]
     table = {(row["run"], row["class"]): row for row in result["dataset_table"]}
@@ -485,3 +524,56 @@ def test_09_paper_results_offline(execute, tmp_path, monkeypatch):
     assert "http://127.0.0.1:9/" in printed and "paper_root" in printed
     assert "your runs (if any) are shown at the end" in printed
     assert "Your runs on real data: acdc/baseline/seed_0" in printed
+
+
+def image_values_by_hand(run: RunDir, metric: str) -> pd.Series:
+    """Per test image, straight from per_image.csv: the class mean (Dice over the classes
+    present), or the ACE minus its noise floor."""
+    table = pd.read_csv(run.per_image_path)
+    if metric == "ace_above_floor":
+        return (
+            table.groupby("image_id")["ace"].mean() - table.groupby("image_id")["ace_floor"].mean()
+        )
+    if metric == "dice":
+        table = table[~table["empty"].astype(bool)]
+    return table.groupby("image_id")[metric].mean()
+
+
+@pytest.mark.notebook
+def test_10_calibration_toolbox(execute):
+    from calibtut.methods import TRAINING_LOSSES
+
+    result = execute("10_calibration_toolbox")
+    runs = {name: RunDir(path) for name, path in result["runs"].items()}
+    posthoc = ("baseline+temperature", "baseline+vector_temperature", "baseline+ensemble")
+    assert list(runs) == [*TRAINING_LOSSES, *posthoc]
+    for name, run in runs.items():
+        assert run.is_evaluated and run.config["loss"] == name and run.config["seed"] == 0
+        assert {"brier", "nll", "equal_mass_ece"} <= set(run.results().per_image)
+    members = [RunDir(path) for path in result["ensemble_members"]]
+    assert [m.config["seed"] for m in members] == [0, 1] and members[0] == runs["baseline"]
+    sources = [s["run_id"] for s in runs["baseline+ensemble"].config["source_runs"]]
+    assert sources == [m.run_id for m in members]
+    for name, t in result["temperatures"].items():
+        assert t == runs[name].config["temperature"] and min(t) > 0
+        assert len(t) == (4 if name == "baseline+vector_temperature" else 1)
+    baseline_dice = image_values_by_hand(runs["baseline"], "dice")
+    scaled_dice = image_values_by_hand(runs["baseline+temperature"], "dice")
+    pd.testing.assert_series_equal(scaled_dice, baseline_dice)  # one T keeps the segmentation
+    rows = {(row["metric"], row["loss"]): row for row in result["table"]}
+    metrics = ("dice", "ece", "ace", "ace_above_floor", "mce", "brier", "nll", "equal_mass_ece")
+    assert set(rows) == {(m, name) for m in metrics for name in runs}
+    for (metric, name), row in rows.items():
+        values = image_values_by_hand(runs[name], metric)
+        assert row["mean"] == pytest.approx(values.mean(), rel=1e-9), (metric, name)
+        assert row["n_images"] == values.notna().sum() == 20
+        assert values.min() <= row["ci_low"] <= row["mean"] <= row["ci_high"] <= values.max()
+        if name == "baseline" or metric == "ace_above_floor":
+            assert row["pct_change"] is None  # NaN in the JSON
+            continue
+        base = image_values_by_hand(runs["baseline"], metric)
+        change = ((values - base) / base.where(base != 0) * 100).dropna()
+        assert row["pct_change"] == pytest.approx(change.mean(), rel=1e-9, abs=1e-9), (metric, name)
+        assert row["pct_low"] <= row["pct_change"] <= row["pct_high"]
+    assert set(result["training_seconds"]) == set(TRAINING_LOSSES)
+    assert all(s > 0 for s in result["training_seconds"].values())

@@ -197,7 +197,7 @@ def test_dataset_histogram_heat_maps_equal_the_metrics_histogram():
     for strip, counts in zip(strips, [*pooled, pooled.mean(0)], strict=True):
         np.testing.assert_allclose(artists(strip, "counts")[0].get_data().values, counts)
     colour_bars = [ax for ax in fig.axes if ax.get_ylabel().startswith("images")]
-    assert [ax.get_ylabel() for ax in colour_bars] == ["images (average panel: per class)"]
+    assert [ax.get_ylabel() for ax in colour_bars] == ["images\n(average: mean over the classes)"]
 
 
 def test_dataset_histogram_norms_classes_and_comparison():

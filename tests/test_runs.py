@@ -116,16 +116,19 @@ def test_prediction_round_trip_and_shape_errors(tmp_path):
     run = RunDir(tmp_path / "run")
     image = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     label = np.array([[0, 1, 2, 1]] * 3)
-    run.write_prediction("case_1", image, label, label, np.full((3, 4), 0.75))
+    probabilities = np.stack([np.full((3, 4), 0.1), np.full((3, 4), 0.75), np.full((3, 4), 0.15)])
+    run.write_prediction("case_1", image, label, label, probabilities)
     saved = run.prediction("case_1")
-    assert saved["label"].dtype == np.uint8 and saved["confidence"].dtype == np.float16
+    assert saved["label"].dtype == np.uint8 and saved["probabilities"].shape == (3, 3, 4)
+    np.testing.assert_allclose(saved["probabilities"], probabilities, atol=0.5 / 255)
+    np.testing.assert_allclose(saved["confidence"], 0.75, atol=0.5 / 255)  # the largest channel's
     np.testing.assert_array_equal(saved["label"], label)
     np.testing.assert_allclose(saved["image"], image, atol=1e-3)
     assert run.prediction_ids() == ["case_1"]
     with pytest.raises(ValueError, match="must share one shape"):
-        run.write_prediction("case_2", image, label, label[:, :2], np.ones((3, 2)))
-    with pytest.raises(ValueError, match="does not match label shape"):
-        run.write_prediction("case_2", image[:, :2], label, label, np.ones((3, 4)))
+        run.write_prediction("case_2", image, label, label[:, :2], probabilities)
+    with pytest.raises(ValueError, match=r"must be \(channels"):
+        run.write_prediction("case_2", image[:, :2], label, label, probabilities)
     assert run.prediction_ids() == ["case_1"]
     with pytest.raises(FileNotFoundError, match="saved prediction for image 'case_9'"):
         run.prediction("case_9")

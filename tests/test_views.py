@@ -15,6 +15,7 @@ from fakes import evaluated_run, loss_runs  # noqa: E402
 from reference import direct_errors, direct_histogram  # noqa: E402
 
 from calibtut import views  # noqa: E402
+from calibtut.metrics import noise_floor  # noqa: E402
 from calibtut.runs import RunDir  # noqa: E402
 
 nan = float("nan")
@@ -79,8 +80,15 @@ def test_reliability_diagrams_of_one_image_print_its_errors_and_floor(tmp_path):
         floor = run.results().per_image.set_index(["image_id", "class_name"])["ace_floor"]
         assert f"ACE = {direct['ace'][1, 1]:.4f}" in text
         assert f"(floor {floor['img1', 'ring']:.4f})" in text
+    # re-binned, the floor is the noise floor of the merged bins and the saved label draws
     rebinned = views.reliability_diagrams(runs, "img1", num_bins=10)
-    assert "floor" not in artist(panels(rebinned)["hard · organ"], "errors").get_text()
+    results = runs["hard"].results()
+    b, c = results.image("img1"), results.class_names.index("organ")
+    floor = noise_floor(results.rebinned(10), results.rebinned_draws(10)).ace[b, c]
+    text = artist(panels(rebinned)["hard · organ"], "errors").get_text()
+    assert f"(floor {float(floor):.4f})" in text
+    table = views.image_values(results, 10).set_index(["image_id", "class_name"])
+    assert table.loc[("img1", "organ"), "ace_floor"] == pytest.approx(float(floor))
     with pytest.raises(ValueError, match="no test image 'img9'"):
         views.reliability_diagrams(runs, "img9")
 
@@ -113,7 +121,9 @@ def test_overlays_show_an_image_every_run_saved(tmp_path):
     shown = panels(fig)
     assert "P(TC)" in shown and "errors of TC" in shown
     confidences = [im for ax in fig.axes for im in ax.images if im.get_gid() == "confidence"]
-    assert len(confidences) == 2 and all(np.all(im.get_array() == 0.75) for im in confidences)
+    assert len(confidences) == 2 and all(
+        np.allclose(im.get_array(), 0.75, atol=0.5 / 255) for im in confidences
+    )
     first = views.overlays(runs, image_id="case_c")
     assert first.get_suptitle() == "case_c" and "P(WT)" in panels(first)
     with pytest.raises(ValueError, match="'ET' is not one of the classes"):
@@ -210,3 +220,293 @@ def test_binning_example_bins_the_value_and_differentiates_the_loss():
     assert hard.probs[-1].item() == pytest.approx(0.37) and hard.targets[-1].item() == 0
     assert torch.isfinite(hard.gradient).all() and hard.loss > 0
     assert hard.figure.axes[1].get_title().startswith(f"mL1-ACE (hard bins) = {hard.loss:.4f}")
+
+
+# --- per-image values, rankings and histogram cells (the explorers' finding and linking) ---
+
+
+def merged(sums: np.ndarray, num_bins: int) -> np.ndarray:
+    """Saved bin sums merged into ``num_bins`` by adding neighbours."""
+    return sums.reshape(*sums.shape[:-1], num_bins, -1).sum(-1)
+
+
+def test_image_values_rebin_the_errors_and_floors_from_the_saved_sums(tmp_path):
+    run = evaluated_run(tmp_path, values={"dice": [[0.5, 0.6], [0.7, 0.8], [0.9, 1.0]]})
+    results = run.results()
+    pd.testing.assert_frame_equal(views.image_values(results), results.per_image)
+    table = views.image_values(results, 10)
+    assert len(table) == 6 and list(table.columns) == list(results.per_image.columns)
+    coarse = merged(sums(run), 10)
+    direct = direct_errors(coarse)
+    draws = results.draws.target_sums.double().numpy()  # (images, classes, draws, bins)
+    for row in table.itertuples():
+        b, c = (
+            results.image_ids.index(row.image_id),
+            list(results.class_names).index(row.class_name),
+        )
+        for name in ("ece", "ace", "mce"):
+            assert getattr(row, name) == pytest.approx(direct[name][b, c], rel=1e-6)
+        # the floor by hand: the ACE/MCE of each saved label draw in the merged bins, averaged
+        floors = [
+            direct_errors(np.stack([coarse[0], merged(draws[:, :, d], 10), coarse[2]]))
+            for d in range(draws.shape[2])
+        ]
+        assert row.ace_floor == pytest.approx(np.mean([f["ace"][b, c] for f in floors]), rel=1e-6)
+        assert row.mce_floor == pytest.approx(np.mean([f["mce"][b, c] for f in floors]), rel=1e-6)
+    np.testing.assert_array_equal(table["dice"], results.per_image["dice"])  # Dice: no bins
+    with pytest.raises(ValueError):
+        views.image_values(results, 7)
+
+
+def ranking_runs(root) -> dict[str, RunDir]:
+    """A baseline and a soft run of four images with chosen ACE (class means 0.2, 0.5, 0.1 and
+    undefined), Dice with an absent class, and floors."""
+    ace = {
+        "baseline": [[0.1, 0.3], [0.5, 0.5], [0.0, 0.2], [nan, nan]],
+        "soft": [[0.1, 0.1], [0.2, 0.4], [0.3, 0.3], [nan, nan]],
+    }
+    dice = [[0.8, 0.4], [0.9, nan], [0.5, 0.7], [0.6, 0.6]]
+    empty = [[False, False], [False, True], [False, False], [False, False]]
+    ids = ["img0", "img1", "img2", "img3"]
+    return {
+        loss: evaluated_run(
+            root, loss=loss, image_ids=ids, values={"ace": v, "dice": dice}, empty=empty
+        )  # fmt: skip
+        for loss, v in ace.items()
+    }
+
+
+def test_image_ranking_ranks_the_class_means_and_changes(tmp_path):
+    runs = ranking_runs(tmp_path)
+    ranked = views.image_ranking(runs, "ACE")
+    assert list(ranked.index) == ["img1", "img0", "img2", "img3"]  # NaN last
+    np.testing.assert_allclose(ranked.to_numpy()[:3], [0.5, 0.2, 0.1])
+    assert np.isnan(ranked["img3"]) and ranked.name == "ACE"
+    smallest = views.image_ranking(runs, "ACE", descending=False)
+    assert list(smallest.index) == ["img2", "img0", "img1", "img3"]
+    ring = views.image_ranking(runs, "ACE", classes=["ring"])
+    np.testing.assert_allclose(ring[["img1", "img0", "img2"]], [0.5, 0.3, 0.2])
+    # Dice over the classes present: img1's is its organ's alone
+    dice = views.image_ranking(runs, "Dice", descending=False)
+    np.testing.assert_allclose(dice[["img2", "img3", "img0", "img1"]], [0.6, 0.6, 0.6, 0.9])
+    # change: soft minus the baseline, image by image (its run chosen, its baseline found)
+    change = views.image_ranking(runs, "ACE change from baseline", run="soft")
+    np.testing.assert_allclose(change[["img2", "img0", "img1"]], [0.2, -0.1, -0.2])
+    assert list(change.index[:3]) == ["img2", "img0", "img1"]
+    kept = views.image_ranking(runs, "ACE change from baseline", run="soft", within=(-0.15, 1))
+    assert list(kept.index) == ["img2", "img0", "img3"]  # NaN kept, -0.2 left out
+    # the floor and ACE / floor, from the saved floors
+    floors = runs["baseline"].results().image_means()["ace_floor"]
+    over = views.image_ranking(runs, "ACE / noise floor", run="baseline")
+    assert over["img1"] == pytest.approx(0.5 / floors["img1"])
+    ids = views.image_ranking(runs, "image id")
+    assert list(ids.index) == ["img3", "img2", "img1", "img0"] and ids.isna().all()
+    # at 10 bins the ACE is re-binned (the chosen values are as-saved only)
+    rebinned = views.image_ranking(runs, "ACE", run="soft", num_bins=10)
+    by_hand = np.nanmean(direct_errors(merged(sums(runs["soft"]), 10))["ace"], 1)
+    np.testing.assert_allclose(rebinned.sort_index().to_numpy(), by_hand, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown ranking 'BCE'"):
+        views.image_ranking(runs, "BCE")
+    with pytest.raises(ValueError, match="run 'hard' is not one of"):
+        views.image_ranking(runs, "ACE", run="hard")
+    with pytest.raises(ValueError, match="choose a run other than a baseline"):
+        views.image_ranking(runs, "ACE change from baseline", run="baseline")
+
+
+def test_baseline_of_prefers_the_same_dataset_and_seed(tmp_path):
+    runs = {
+        f"{loss}/{seed}": evaluated_run(tmp_path, loss=loss, seed=seed)
+        for loss in ("baseline", "soft") for seed in (0, 1)
+    }  # fmt: skip
+    assert views.baseline_of(runs, "soft/1") == "baseline/1"
+    assert views.baseline_of(runs, "baseline/0") is None
+    assert views.baseline_of({"soft/1": runs["soft/1"], "baseline/0": runs["baseline/0"]},
+                             "soft/1") == "baseline/0"  # fmt: skip
+    assert views.baseline_of({"soft/1": runs["soft/1"]}, "soft/1") is None
+
+
+def cells_by_hand(sums: np.ndarray, c: int) -> list[tuple[int, int, int]]:
+    """(confidence bin, truth bin, images) of the class's histogram, fullest first, then by bins."""
+    matrix = direct_histogram(sums)[c]
+    cells = [(int(k), int(j), int(matrix[j, k])) for j, k in zip(*np.nonzero(matrix), strict=True)]
+    return sorted(cells, key=lambda cell: (-cell[2], cell[0], cell[1]))
+
+
+def test_histogram_cells_and_the_images_behind_each(tmp_path):
+    run = evaluated_run(tmp_path, image_ids=[f"img{i}" for i in range(6)])
+    for num_bins in (None, 5):
+        saved = sums(run) if num_bins is None else merged(sums(run), num_bins)
+        cells = views.histogram_cells(run, "ring", num_bins)
+        assert list(cells.columns) == ["confidence_bin", "truth_bin", "images"]
+        assert list(cells.itertuples(index=False, name=None)) == cells_by_hand(saved, 1)
+        for k, j, count in cells.itertuples(index=False, name=None):
+            ids = views.cell_images(run, "ring", j, k, num_bins)
+            # by hand: the images whose bin k is occupied with its mean truth in bin j
+            behind = [f"img{b}" for b in range(6) if direct_histogram(saved[:, b : b + 1])[1, j, k]]
+            assert ids == behind and len(ids) == count
+    j, k = np.argwhere(direct_histogram(sums(run))[1] == 0)[0]  # a cell no image reaches
+    assert views.cell_images(run, "ring", int(j), int(k)) == []
+    with pytest.raises(ValueError, match="not among the scored classes"):
+        views.histogram_cells(run, "aorta")
+
+
+# --- differences from the baseline ---
+
+
+def gaps_by_hand(sums: np.ndarray) -> np.ndarray:
+    """|mean prediction - mean truth| per (image, class, bin), NaN where empty."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums[2] > 0, np.abs(sums[0] - sums[1]) / sums[2], np.nan)
+
+
+def test_bin_gap_changes_of_one_image_and_of_the_dataset_by_hand(tmp_path):
+    runs = loss_runs(tmp_path, ("baseline", "hard", "soft"))
+    for num_bins in (None, 10):
+        n = 20 if num_bins is None else num_bins
+        gaps = {loss: gaps_by_hand(merged(sums(run), n)) for loss, run in runs.items()}
+        counts = {loss: merged(sums(run), n)[2] for loss, run in runs.items()}
+        one = views.bin_gap_changes(runs, "img1", ["ring"], num_bins)
+        assert list(one["run"].unique()) == ["hard", "soft"] and set(one["baseline"]) == {
+            "baseline"
+        }
+        assert len(one) == 2 * n and set(one["class"]) == {"ring"}
+        soft = one[one["run"] == "soft"]
+        expected = gaps["soft"][1, 1] - gaps["baseline"][1, 1]  # NaN unless both occupied
+        np.testing.assert_allclose(soft["change"], expected, rtol=1e-9)
+        np.testing.assert_allclose(
+            soft["gap"], np.where(np.isfinite(expected), gaps["soft"][1, 1], nan)
+        )
+        np.testing.assert_array_equal(soft["images"], np.isfinite(expected).astype(int))
+        np.testing.assert_array_equal(soft["count"], counts["soft"][1, 1])
+        np.testing.assert_allclose(soft["low"], np.arange(n) / n, atol=1e-6)
+        # the dataset: paired per-image changes averaged over the images that have the bin twice
+        every = views.bin_gap_changes(runs, classes=None, num_bins=num_bins)
+        assert len(every) == 2 * 2 * n
+        for loss in ("hard", "soft"):
+            for c, name in enumerate(("organ", "ring")):
+                rows = every[(every["run"] == loss) & (every["class"] == name)]
+                paired = gaps[loss][:, c] - gaps["baseline"][:, c]  # (images, bins)
+                both = np.isfinite(paired)
+                with np.errstate(invalid="ignore"):
+                    mean = np.nansum(paired, 0) / both.sum(0)
+                np.testing.assert_allclose(rows["change"], np.where(both.any(0), mean, nan),
+                                           rtol=1e-9)  # fmt: skip
+                np.testing.assert_array_equal(rows["images"], both.sum(0))
+    with pytest.raises(ValueError, match="has a baseline among them"):
+        views.bin_gap_changes({"soft": runs["soft"]})
+
+
+def test_gap_change_figure_draws_each_bins_change(tmp_path):
+    runs = loss_runs(tmp_path, ("baseline", "soft"))
+    fig = views.gap_change_figure(runs, "img2", num_bins=10)
+    assert fig.get_suptitle() == "gap change per bin from the baseline, image img2"
+    shown = panels(fig)
+    assert set(shown) == {"soft − baseline · organ", "soft − baseline · ring"}
+    gaps = {loss: gaps_by_hand(merged(sums(run), 10)) for loss, run in runs.items()}
+    counts = {loss: merged(sums(run), 10)[2] for loss, run in runs.items()}
+    for c, name in enumerate(("organ", "ring")):
+        ax = shown[f"soft − baseline · {name}"]
+        lower, higher = artist(ax, "gap_lower"), artist(ax, "gap_higher")
+        np.testing.assert_allclose(lower.get_data().edges, np.linspace(0, 1, 11), atol=1e-6)
+        drawn = np.where(np.isfinite(lower.get_data().values), lower.get_data().values,
+                         higher.get_data().values)  # fmt: skip
+        expected = gaps["soft"][2, c] - gaps["baseline"][2, c]
+        np.testing.assert_allclose(drawn, expected, rtol=1e-9)
+        assert (np.nan_to_num(lower.get_data().values) <= 0).all()
+        # a bin that only one of the runs occupies: marked on the zero line
+        one_only = (counts["soft"][2, c] > 0) ^ (counts["baseline"][2, c] > 0)
+        np.testing.assert_allclose(artist(ax, "unpaired").get_xdata(),
+                                   (np.flatnonzero(one_only) + 0.5) / 10, atol=1e-6)  # fmt: skip
+        limits = ax.get_ylim()
+        assert limits[0] == -limits[1] and limits[1] >= np.nanmax(np.abs(expected))
+    dataset = views.gap_change_figure(runs, classes=["ring"])
+    assert dataset.get_suptitle().endswith("mean over the test images")
+    assert panels(dataset)["soft − baseline · ring"].get_ylabel() == "mean gap change"
+
+
+def distribution_runs(root) -> dict[str, RunDir]:
+    """Eight images whose class-mean ACE is 0.10 ... 0.16 and 0.60 (baseline; soft: 0.8 times it
+    but for img7, lowered to 0.12)."""
+    values = np.array([0.10, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16, 0.60])
+    soft = 0.8 * values
+    soft[7] = 0.12
+    ids = [f"img{i}" for i in range(8)]
+    return {
+        loss: evaluated_run(root, loss=loss, image_ids=ids, values={"ace": np.c_[v, v]})
+        for loss, v in (("baseline", values), ("soft", soft))
+    }
+
+
+def quartiles_by_hand(values) -> tuple[float, float, float]:
+    """Quartiles by linear interpolation between the order statistics (rank (n - 1) q)."""
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        rank = (len(ordered) - 1) * q
+        low = int(rank)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (rank - low) * (ordered[high] - ordered[low])
+
+    return at(0.25), at(0.5), at(0.75)
+
+
+def test_image_distribution_marks_tukeys_outliers(tmp_path):
+    runs = distribution_runs(tmp_path)
+    values = [0.10, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16, 0.60]
+    spread = views.image_distribution(runs, "ACE")
+    q1, median, q3 = quartiles_by_hand(values)
+    row = spread.summary.loc["baseline"]
+    assert (row["q1"], row["median"], row["q3"]) == pytest.approx((q1, median, q3))
+    assert row["high_fence"] == pytest.approx(q3 + 1.5 * (q3 - q1))
+    assert (row["whislo"], row["whishi"]) == pytest.approx((0.10, 0.16))  # 0.60 is beyond
+    assert row["images"] == 8
+    assert list(spread.outliers.itertuples(index=False, name=None)) == [
+        ("baseline", "img7", pytest.approx(0.60), True)
+    ]  # soft's 0.12 sits among its others
+    # the change: soft minus baseline per image, img7 far below the rest
+    change = views.image_distribution(runs, "ACE change from baseline")
+    assert list(change.summary.index) == ["soft"]
+    by_image = change.values.set_index("image_id")["value"]
+    np.testing.assert_allclose(by_image, [-0.2 * v for v in values[:7]] + [-0.48])
+    assert list(change.outliers["image_id"]) == ["img7"]
+    with pytest.raises(ValueError, match="key must be one of"):
+        views.image_distribution(runs, "image id")
+    with pytest.raises(ValueError, match="no run of"):
+        views.image_distribution({"baseline": runs["baseline"]}, "ACE change from baseline")
+
+
+def test_distribution_figure_draws_the_given_boxes_and_names_outliers(tmp_path):
+    runs = distribution_runs(tmp_path)
+    fig = views.distribution_figure(runs, "ACE change from baseline")
+    (ax,) = fig.axes
+    assert ax.get_title() == "per-image ACE change from baseline (all classes)"
+    outliers = artist(ax, "outliers:soft").get_offsets()
+    np.testing.assert_allclose(outliers[:, 1], [-0.48])
+    (label,) = [a for a in ax.get_children() if a.get_gid() == "outlier_label"]
+    assert label.get_text() == "img7"
+    dots = artist(ax, "images:soft").get_offsets()[:, 1]
+    np.testing.assert_allclose(sorted(dots), sorted(-0.2 * v for v in (0.10, 0.11, 0.12, 0.13,
+                                                                        0.14, 0.15, 0.16)))  # fmt: skip
+    _, median, _ = quartiles_by_hand([-0.2 * v for v in (0.10, 0.11, 0.12, 0.13, 0.14, 0.15,
+                                                          0.16)] + [-0.48])  # fmt: skip
+    np.testing.assert_allclose(artist(ax, "median:soft").get_ydata(), median)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["soft"]
+
+
+def test_overlays_zoom_on_a_region_of_the_slice(tmp_path):
+    runs = overlay_runs(tmp_path)  # 8 x 8 x 4 images, the regions WT and TC
+    whole = views.overlays(runs, "case_b", channel="TC", slice_index=1)
+    zoomed = views.overlays(runs, "case_b", channel="TC", slice_index=1, region=(2, 6, 1, 5))
+    assert zoomed.get_suptitle() == "case_b · zoom: rows 2–5, columns 1–4"
+    image = np.arange(8 * 8 * 4, dtype=np.float32).reshape(8, 8, 4)[..., 1]
+    shown = [im for ax in zoomed.axes for im in ax.images if im.get_gid() == "confidence"]
+    assert all(im.get_array().shape == (4, 4) for im in shown)
+    first = zoomed.axes[0].images[0]
+    np.testing.assert_array_equal(first.get_array(), image[2:6, 1:5])
+    assert first.get_clim() == whole.axes[0].images[0].get_clim()  # the whole slice's grey scale
+    full = views.overlays(runs, "case_b", channel="TC", slice_index=1, region=(0, 8, 0, 8))
+    assert full.get_suptitle() == "case_b"  # the whole slice is no zoom
+    with pytest.raises(ValueError, match="outside the"):
+        views.overlays(runs, "case_b", channel="TC", slice_index=1, region=(2, 9, 0, 4))
+    with pytest.raises(ValueError, match="is empty"):
+        views.overlays(runs, "case_b", channel="TC", slice_index=1, region=(3, 3, 0, 4))

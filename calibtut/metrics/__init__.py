@@ -13,6 +13,7 @@ optimises it and the plot that shows it all see the same bins. Conventions (DESI
     floor.py    the ACE and MCE noise floors
     figures.py  reliability diagrams' and dataset histograms' data, directions of miscalibration
     results.py  per-image results of a batch (what a run saves) and CumulativeCalibration
+    scores.py   Brier score, NLL, and the ECE over equal-mass (adaptive) bins
 
 Example:
     One class, four voxels: 0.2 twice (targets 0 and 1, gap 0.3) and 0.9 twice (targets 1 and 1,
@@ -55,6 +56,13 @@ from calibtut.metrics.floor import (
     noise_floor,
 )
 from calibtut.metrics.results import CumulativeCalibration, ImageResults, image_results
+from calibtut.metrics.scores import (
+    ImageScores,
+    brier_score,
+    equal_mass_ece,
+    image_scores,
+    negative_log_likelihood,
+)
 
 __all__ = [
     "REDUCTIONS",
@@ -82,4 +90,9 @@ __all__ = [
     "ConfidenceDirection",
     "confidence_direction",
     "CumulativeCalibration",
+    "brier_score",
+    "negative_log_likelihood",
+    "equal_mass_ece",
+    "ImageScores",
+    "image_scores",
 ]

@@ -28,8 +28,14 @@ METRIC_TITLES = {
     "mce": "MCE",
     "ace_floor": "ACE floor",
     "mce_floor": "MCE floor",
+    "brier": "Brier",
+    "nll": "NLL",
+    "equal_mass_ece": "equal-mass ECE",
+    "ace_above_floor": "ACE above floor",
 }
-"""How tables and figures name each per-image metric."""
+"""How tables and figures name each per-image metric (``ace_above_floor``, ACE minus its noise
+floor, is derived by reports; ``equal_mass_ece`` is the ECE over equal-mass bins, not the
+paper's *average* calibration error ACE)."""
 
 
 @dataclass(frozen=True)

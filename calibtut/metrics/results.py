@@ -29,6 +29,7 @@ from calibtut.metrics.errors import (
 )
 from calibtut.metrics.figures import dataset_reliability_histogram
 from calibtut.metrics.floor import FloorDraws, NoiseFloor, draw_floor_labels, noise_floor
+from calibtut.metrics.scores import ImageScores, image_scores
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ImageResults:
     """Everything the per-image table and the saved bins need for a batch of images.
 
     ``floor`` and ``draws`` (the noise floor and the label draws behind it) are None when the
-    floor was not computed.
+    floor was not computed; ``scores`` (Brier, NLL, equal-mass ECE) when they were not.
 
     Args:
         bins: the hard bins ``(B, C, num_bins)``.
@@ -45,6 +46,7 @@ class ImageResults:
         empty: ``(B, C)`` bool, the class is absent from the image's ground truth.
         floor: the noise floors ``(B, C)``, or None.
         draws: the label draws behind the floors, or None.
+        scores: the bin-free scores (:class:`~calibtut.metrics.scores.ImageScores`), or None.
 
     Example:
         >>> import torch
@@ -63,12 +65,13 @@ class ImageResults:
     empty: torch.Tensor  # (B, C) bool: class absent from the image's ground truth
     floor: NoiseFloor | None = None
     draws: FloorDraws | None = None
+    scores: ImageScores | None = None
 
     @staticmethod
     def cat(parts: list[ImageResults], device: torch.device | str | None = None) -> ImageResults:
         """Several batches' results along the image axis, detached (on ``device`` if given).
 
-        The floors are kept only when every part has them.
+        The floors (and the scores) are kept only when every part has them.
 
         Args:
             parts: the batches' results, of the same classes and number of bins.
@@ -97,6 +100,9 @@ class ImageResults:
                 )
             )
             draws = FloorDraws(cat([p.draws.target_sums for p in parts]))
+        scores = None
+        if all(p.scores is not None for p in parts):
+            scores = ImageScores.cat([p.scores for p in parts], device)
         return ImageResults(
             bins=BinStats(
                 cat([b.pred_sum for b in bins]),
@@ -114,6 +120,7 @@ class ImageResults:
             empty=cat([p.empty for p in parts]),
             floor=floor,
             draws=draws,
+            scores=scores,
         )
 
 
@@ -126,6 +133,7 @@ def image_results(
     *,
     floor_draws: int = 0,
     generator: torch.Generator | None = None,
+    scores: bool = False,
 ) -> ImageResults:
     """Bins, Dice, ECE/ACE/MCE and empty flags per image and class for probabilities and one-hot targets.
 
@@ -133,7 +141,9 @@ def image_results(
     Dice still sees it (dropping it first would hand its voxels to the foreground classes);
     calibration is marginal per class, so leaving a class out changes no other class's numbers.
     ``floor_draws`` > 0 adds the noise floor from that many label draws (:func:`noise_floor`),
-    drawn with ``generator``.
+    drawn with ``generator``. ``scores`` adds the Brier score, NLL and equal-mass ECE
+    (:func:`~calibtut.metrics.scores.image_scores`, ``num_bins`` equal-mass bins): evaluation
+    saves them, validation (every few epochs) does without their float64 pass and sort.
 
     Args:
         probs: probabilities ``(B, C, *spatial)`` in [0, 1].
@@ -143,6 +153,7 @@ def image_results(
         include_background: score channel 0 too.
         floor_draws: label draws behind the noise floor (0: no floor).
         generator: for reproducible floor draws.
+        scores: compute the bin-free scores too.
 
     Returns:
         :class:`ImageResults` ``(B, C)`` (``C - 1`` classes without the background).
@@ -175,6 +186,7 @@ def image_results(
         empty=bins.target_sum.sum(-1) == 0,
         floor=floor,
         draws=draws,
+        scores=image_scores(probs, target, num_bins) if scores else None,
     )
 
 

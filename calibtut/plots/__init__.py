@@ -12,8 +12,14 @@ so that figures compose, and never calls ``plt.show()``; :func:`save_figure` wri
     overlays.py     image, ground truth, prediction, confidence and errors
     training.py     learning curves, Dice vs ACE, per-image distributions and paired changes
     losses.py       the binning figure and gradient maps
+    differences.py  a loss against its baseline: per-bin gap changes, per-image distributions
 """
 
+from calibtut.plots.differences import (
+    draw_gap_changes,
+    plot_gap_changes,
+    plot_image_distribution,
+)
 from calibtut.plots.losses import binning_figure, plot_gradient_maps
 from calibtut.plots.overlays import (
     OVERLAY_KEYS,
@@ -22,6 +28,7 @@ from calibtut.plots.overlays import (
     image_overlay,
     overlay_layout,
     slice_count,
+    slice_shape,
 )
 from calibtut.plots.reliability import (
     compare_dataset_reliability_histograms,
@@ -70,6 +77,7 @@ __all__ = [
     "draw_dataset_histogram",
     "overlay_layout",
     "slice_count",
+    "slice_shape",
     "busiest_slice",
     "image_overlay",
     "compare_image_overlays",
@@ -79,4 +87,7 @@ __all__ = [
     "plot_dice_vs_ace",
     "plot_per_image_distributions",
     "plot_paired_changes",
+    "plot_gap_changes",
+    "draw_gap_changes",
+    "plot_image_distribution",
 ]

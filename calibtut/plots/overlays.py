@@ -97,6 +97,27 @@ def slice_count(arrays: Mapping[str, np.ndarray], axis: int = -1) -> int:
     return 0 if image.ndim == 2 else image.shape[_spatial_axis(axis)]
 
 
+def slice_shape(arrays: Mapping[str, np.ndarray], axis: int = -1) -> tuple[int, int]:
+    """The (rows, columns) of what an overlay panel shows: a 2D image, or a slice of a 3D one.
+
+    Args:
+        arrays: saved overlay arrays (``RunDir.prediction``).
+        axis: the spatial axis a 3D image is sliced along, in [-3, 2].
+
+    Returns:
+        The shown panel's shape, the frame a crop ``region`` is given in.
+
+    Raises:
+        ValueError: bad arrays (:func:`overlay_layout`) or a bad ``axis``.
+    """
+    overlay_layout(arrays)
+    shape = np.shape(arrays["image"])
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    rows, columns = (int(n) for a, n in enumerate(shape) if a != _spatial_axis(axis))
+    return rows, columns
+
+
 def busiest_slice(arrays: Mapping[str, np.ndarray], axis: int = -1) -> int:
     """The slice along ``axis`` with the most ground-truth foreground (middle one if none).
 
@@ -135,6 +156,7 @@ def image_overlay(
     channel: int = 0,
     title: str | None = None,
     *,
+    region: tuple[int, int, int, int] | None = None,
     fig: Canvas | None = None,
 ) -> Figure:
     """Image, ground truth, prediction, confidence and errors of one case (one slice if 3D).
@@ -153,18 +175,23 @@ def image_overlay(
         axis: the spatial axis to slice along.
         channel: the region whose confidence and errors are shown (sigmoid layouts).
         title: a title above the panels.
+        region: show only ``(row_start, row_stop, column_start, column_stop)`` of the slice
+            (half-open, in :func:`slice_shape`'s frame): a zoom. The grey scale stays the whole
+            slice's and the error count is that of the region shown.
         fig: a Figure or SubFigure to draw into (None: a new one).
 
     Returns:
         The figure.
 
     Raises:
-        ValueError: bad arrays, slice, axis or channel.
+        ValueError: bad arrays, slice, axis, channel or region.
 
     Example:
         >>> fig = image_overlay(run.prediction("case_017"), ["background", "organ"])  # doctest: +SKIP
     """
-    return _overlay_grid({"": arrays}, class_names, slice_index, axis, channel, title, fig)
+    return _overlay_grid(
+        {"": arrays}, class_names, slice_index, axis, channel, title, fig, region=region
+    )
 
 
 @styled
@@ -175,7 +202,9 @@ def compare_image_overlays(
     axis: int = -1,
     channel: int = 0,
     title: str | None = None,
+    probability_title: str | None = None,
     *,
+    region: tuple[int, int, int, int] | None = None,
     fig: Canvas | None = None,
 ) -> Figure:
     """Overlays of one case under several runs, one row per run (see :func:`image_overlay`).
@@ -187,6 +216,9 @@ def compare_image_overlays(
         axis: the spatial axis to slice along.
         channel: the region whose confidence and errors are shown (sigmoid layouts).
         title: a title above the panels.
+        probability_title: the title of the probability panel when ``confidence`` holds one
+            class's probability map rather than the largest probability (e.g. ``"P(LV)"``).
+        region: the part of the slice to show, a zoom (see :func:`image_overlay`).
         fig: a Figure or SubFigure to draw into (None: a new one).
 
     Returns:
@@ -198,7 +230,9 @@ def compare_image_overlays(
     Taught in notebooks/00_start_here, 03_training_with_calibration_losses and 04_acdc to
     07_brats (through calibtut.views).
     """
-    return _overlay_grid(runs, class_names, slice_index, axis, channel, title, fig)
+    return _overlay_grid(
+        runs, class_names, slice_index, axis, channel, title, fig, probability_title, region
+    )
 
 
 def _overlay_grid(
@@ -209,20 +243,26 @@ def _overlay_grid(
     channel: int,
     title: str | None,
     fig: Canvas | None,
+    probability_title: str | None = None,
+    region: tuple[int, int, int, int] | None = None,
 ) -> Figure:
     sigmoid, names = _check_overlays(runs, class_names, channel)
     first = next(iter(runs.values()))
     slice_index = _check_slice(first, slice_index, axis)
+    crop = _check_region(region, slice_shape(first, axis))
     shown_classes = range(len(names)) if sigmoid else range(1, len(names))
     kinds = ("false positive", "false negative") + (() if sigmoid else ("wrong class",))
     legend_rows = -(-(len(shown_classes) + len(kinds)) // _LEGEND_COLUMNS)
     fig, axes, bar = _image_grid(len(runs), 5, bool(title), legend_rows, fig)
     for row, (label, arrays) in enumerate(runs.items()):
         shown = _slice(arrays, sigmoid, slice_index, axis)
-        confidence_image = _draw_overlay_row(axes[row], shown, sigmoid, channel, label)
+        window = _grey_window(shown[0])  # the whole slice's, so a zoom keeps its grey levels
+        shown = [values[..., crop[0], crop[1]] for values in shown]
+        confidence_image = _draw_overlay_row(axes[row], shown, sigmoid, channel, label, window)
     where = "" if slice_index is None else f" (slice {slice_index})"
     region = f" of {names[channel]}" if sigmoid else ""
     confidence_title = f"P({names[channel]})" if sigmoid else "confidence (max probability)"
+    confidence_title = probability_title or confidence_title
     titles = ["image" + where, "ground truth", "prediction", confidence_title, "errors" + region]
     for ax, text in zip(axes[0], titles, strict=True):
         ax.set_title(text)
@@ -231,7 +271,7 @@ def _overlay_grid(
     handles = [Patch(color=CLASS_COLOURS[c % n], alpha=0.6, label=names[c]) for c in shown_classes]
     handles += [Patch(color=COLOURS[k.replace(" ", "_")], label=k) for k in kinds]
     fig.legend(
-        handles=handles, loc="lower center", ncols=min(len(handles), _LEGEND_COLUMNS), fontsize=9
+        handles=handles, loc="lower center", ncols=min(len(handles), _LEGEND_COLUMNS), fontsize=11
     )
     finish(fig, title)
     return figure_of(fig)
@@ -265,11 +305,36 @@ def _check_overlays(
     return sigmoid, names
 
 
-def _draw_overlay_row(axes, shown: list[np.ndarray], sigmoid: bool, channel: int, label: str):
+def _grey_window(image: np.ndarray) -> tuple[float, float]:
+    """The grey scale of an image panel: its 1st to 99th percentile."""
+    lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def _check_region(
+    region: tuple[int, int, int, int] | None, shape: tuple[int, int]
+) -> tuple[slice, slice]:
+    """The rows and columns a panel shows: all, or a non-empty ``region`` inside ``shape``."""
+    if region is None:
+        return slice(None), slice(None)
+    try:
+        r0, r1, c0, c1 = (int(v) for v in region)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"region must be (row_start, row_stop, column_start, column_stop), got {region!r}."
+        ) from None
+    if not (0 <= r0 < r1 <= shape[0] and 0 <= c0 < c1 <= shape[1]):
+        raise ValueError(f"region {region!r} is empty or outside the {shape} slice.")
+    return slice(r0, r1), slice(c0, c1)
+
+
+def _draw_overlay_row(
+    axes, shown: list[np.ndarray], sigmoid: bool, channel: int, label: str,
+    window: tuple[float, float],
+):  # fmt: skip
     """One run's image, truth, prediction, confidence and errors; returns the confidence image."""
     image, truth, predicted, confidence = shown
-    lo, hi = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
-    grey = {"cmap": "gray", "vmin": lo, "vmax": hi if hi > lo else lo + 1}
+    grey = {"cmap": "gray", "vmin": window[0], "vmax": window[1]}
     image_ax, truth_ax, prediction_ax, confidence_ax, error_ax = axes
     for ax in (image_ax, truth_ax, prediction_ax, error_ax):
         ax.imshow(image, **grey)
@@ -286,7 +351,7 @@ def _draw_overlay_row(axes, shown: list[np.ndarray], sigmoid: bool, channel: int
     error_ax.imshow(_error_rgba(errors), gid="errors")
     error_ax.text(
         0.03, 0.03, f"{int((errors > 0).sum())} wrong px", transform=error_ax.transAxes,
-        fontsize=9, ha="left", va="bottom", gid="error_count",
+        fontsize=11, ha="left", va="bottom", gid="error_count",
         bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
     )  # fmt: skip
     for ax in axes:
@@ -305,7 +370,7 @@ def _image_grid(
     """Square image panels in inches, a colour bar box at the right and room below for a legend
     of ``legend_rows`` rows."""
     size, gap, left = 2.1, 0.08, 0.3
-    bottom = 0.15 + 0.25 * legend_rows
+    bottom = 0.2 + 0.3 * legend_rows
     top = TITLE + (SUPTITLE if title else 0.0)
     width = left + n_columns * size + (n_columns - 1) * gap + COLOUR_BAR
     height = top + n_rows * size + (n_rows - 1) * gap + bottom

@@ -162,7 +162,7 @@ def _reliability_grid(
                 f"image must be an index in [0, {r.num_images - 1}]{where}, got {image!r}."
             )
     n_rows, n_columns, place = arrangement(len(runs), len(columns))
-    legend_columns = {1: 1, 2: 2}.get(n_columns, 5)
+    legend_columns = {1: 1, 2: 2, 3: 3}.get(n_columns, 5)  # five entries fit four panels' width
     legend_height = 0.1 + 0.2 * -(-5 // legend_columns)
     fig, grid, _ = paired_grid(n_rows, n_columns, 0.2, legend_height, bool(title), fig)
     for run_index, (label, r) in enumerate(runs.items()):
@@ -392,7 +392,7 @@ def _dataset_grid(
             ax.set_title(panel_title(label, name))
             label_pair(ax, count_ax, column == 0, row == n_rows - 1, "mean ground truth", "voxels")
     same_count_range(grid)
-    label = "images (average panel: per class)" if include_average else "images"
+    label = "images\n(average: mean over the classes)" if include_average else "images"
     colour_bar = fig.colorbar(mesh, cax=fig.add_axes(bar), label=label)
     if norm == "log":  # plain numbers (0.5, 1, 2, 5, ...) rather than powers of ten
         colour_bar.ax.yaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))

@@ -61,6 +61,7 @@ COLOURS: dict[str, str] = {
     "ground_truth": "#4c72b0",
     "gap": "#dd4949",
     "gap_overlap": "#9c2f3f",
+    "gap_lower": "#3a9a5b",
     "bin_mean": "#1a1a1a",
     "diagonal": "#555555",
     "heatmap_diagonal": "#e8743b",
@@ -72,7 +73,7 @@ COLOURS: dict[str, str] = {
     "wrong_class": "#ffe119",
 }
 """Meaning-bound colours: ground truth blue, calibration gap red (darker where it overlaps a
-bar), the noise floor teal, error kinds (magenta, cyan, yellow) apart from every class colour."""
+bar; green where a loss lowered it), the noise floor teal, error kinds (magenta, cyan, yellow) apart from every class colour."""
 
 CLASS_COLOURS: tuple[str, ...] = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",

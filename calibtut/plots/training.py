@@ -15,7 +15,7 @@ from matplotlib import ticker as mticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from calibtut.methods import LOSSES
+from calibtut.methods import ordered
 from calibtut.metrics import METRIC_TITLES
 from calibtut.plots.style import (
     LOSS_COLOURS,
@@ -164,14 +164,14 @@ def plot_per_image_distributions(
             here = frame[(frame["metric"] == metric) & (frame["dataset"] == dataset)]
             values, labels, colours = [], [], []
             for source in sources:
-                for loss in LOSSES:
+                for loss in ordered(here["loss"]):
                     chosen = (here["source"] == source) & (here["loss"] == loss)
                     group = here.loc[chosen, "value"].to_numpy(dtype=np.float64)
                     group = group[np.isfinite(group)]
                     if group.size:
                         values.append(group)
                         labels.append(loss if len(sources) == 1 else f"{source}\n{loss}")
-                        colours.append(LOSS_COLOURS[loss])
+                        colours.append(LOSS_COLOURS.get(loss, "0.3"))
             title = METRIC_TITLES.get(metric, metric)
             ax.set_title(f"{dataset}: {title}")
             if column == 0:

@@ -8,7 +8,9 @@
         checkpoint.pt    resumable training state (model, optimiser, schedule, scaler, epoch)
         best.pt          the weights of the best validation Dice: what evaluation uses
         per_image.csv    one row per test image and scored class (:data:`PER_IMAGE_COLUMNS`,
-                         then :data:`FLOOR_COLUMNS`, the ACE and MCE noise floors);
+                         then :data:`FLOOR_COLUMNS`, the ACE and MCE noise floors, then
+                         :data:`SCORE_COLUMNS`, Brier, NLL and equal-mass ECE: runs evaluated
+                         before calibtut saved them lack these, and read without them);
                          ``class_index`` is the class's output channel (an index into config
                          ``class_names``)
         bins.npz         per image and scored class bin sums and counts (redraws every diagram),
@@ -16,9 +18,10 @@
                          the bins' class axis), ``class_indices`` (each one's output channel) and
                          ``floor_target_sums``, the binned label draws behind the noise floors
                          (so floors re-bin and pool like the bins)
-        predictions/     per test image <id>.npz: image, label, prediction and confidence,
-                         compact (float16/uint8), for the overlay figures; label values and
-                         channels are output channels, named by config ``class_names``
+        predictions/     per test image <id>.npz (every test image): image, label, prediction
+                         and every output channel's probability, compact (float16, uint8, and
+                         probabilities quantised to uint8), for the overlay figures; label values
+                         and channels are output channels, named by config ``class_names``
 
 The scored classes need not be every output channel: the paper leaves the softmax background out
 of the metrics, so a softmax run's bins hold classes 1.. while its label maps count from 0. Match
@@ -38,11 +41,13 @@ from calibtut.runs.results import (
     FLOOR_COLUMNS,
     IMAGE_METRICS,
     PER_IMAGE_COLUMNS,
+    SCORE_COLUMNS,
     RunResults,
     image_means,
     per_image_table,
 )
 from calibtut.runs.rundir import (
+    PROBABILITY_LEVELS,
     RunDir,
     RunLockedError,
     RunPlan,
@@ -60,7 +65,9 @@ __all__ = [
     "SkippedRunsWarning",
     "PER_IMAGE_COLUMNS",
     "FLOOR_COLUMNS",
+    "SCORE_COLUMNS",
     "IMAGE_METRICS",
+    "PROBABILITY_LEVELS",
     "run_path",
     "find_runs",
     "resolve_runs",

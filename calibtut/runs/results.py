@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PER_IMAGE_COLUMNS",
     "FLOOR_COLUMNS",
+    "SCORE_COLUMNS",
     "IMAGE_METRICS",
     "RunResults",
     "image_means",
@@ -30,6 +31,10 @@ PER_IMAGE_COLUMNS = ("image_id", "class_index", "class_name", "dice", "ece", "ac
 """The columns every ``per_image.csv`` has: the one definition of its schema."""
 FLOOR_COLUMNS = ("ace_floor", "mce_floor")
 """The noise-floor columns evaluation adds (:func:`calibtut.metrics.noise_floor`)."""
+SCORE_COLUMNS = ("brier", "nll", "equal_mass_ece")
+"""The bin-free scores evaluation adds (:func:`calibtut.metrics.image_scores`): Brier score,
+NLL and the ECE over equal-mass bins. Runs evaluated before calibtut saved them lack the
+columns; readers treat them as missing (reports say "n/a"), never as NaN values."""
 
 IMAGE_METRICS = ("dice", "ece", "ace", "mce")
 """The per-image metrics of ``per_image.csv``, in the order tables show them."""
@@ -44,8 +49,8 @@ class RunResults:
         image_ids: the images along the bins' first axis.
         class_names: the scored classes along the bins' class axis.
         class_indices: each scored class's output channel (``per_image.csv``'s ``class_index``).
-        per_image: ``per_image.csv`` (:data:`PER_IMAGE_COLUMNS`, and :data:`FLOOR_COLUMNS` when
-            the run was evaluated with noise floors).
+        per_image: ``per_image.csv`` (:data:`PER_IMAGE_COLUMNS`, :data:`FLOOR_COLUMNS` when
+            the run was evaluated with noise floors, :data:`SCORE_COLUMNS` when with scores).
         draws: the label draws behind the noise floors (None without them).
 
     Results are shared by everyone who reads the run (they are cached): treat them as read-only.
@@ -189,7 +194,7 @@ def per_image_table(
 
     Returns:
         The table: :data:`PER_IMAGE_COLUMNS`, then :data:`FLOOR_COLUMNS` when the results
-        hold noise floors.
+        hold noise floors, then :data:`SCORE_COLUMNS` when they hold scores.
 
     Raises:
         ValueError: the ids, names or channels do not fit the results.
@@ -208,6 +213,8 @@ def per_image_table(
     }
     if results.floor is not None:
         columns.update(ace_floor=results.floor.ace, mce_floor=results.floor.mce)
+    if results.scores is not None:
+        columns.update({k: getattr(results.scores, k) for k in SCORE_COLUMNS})
     values = {k: v.detach().double().cpu().numpy().ravel() for k, v in columns.items()}
     return pd.DataFrame(
         {
@@ -216,7 +223,7 @@ def per_image_table(
             "class_name": np.tile(np.asarray(class_names, dtype=object), B),
             **{k: values[k] for k in ("dice", "ece", "ace", "mce")},
             "empty": results.empty.detach().cpu().numpy().ravel().astype(bool),
-            **{k: values[k] for k in FLOOR_COLUMNS if k in values},
+            **{k: values[k] for k in (*FLOOR_COLUMNS, *SCORE_COLUMNS) if k in values},
         }
     )
 
@@ -330,7 +337,7 @@ def _read_per_image(run, bins, image_ids, class_names) -> pd.DataFrame:
     missing = [c for c in PER_IMAGE_COLUMNS if c not in per_image.columns]
     if missing:
         raise ValueError(f"{where} lacks columns {missing}; expected {PER_IMAGE_COLUMNS}.")
-    for column in [*IMAGE_METRICS, "class_index", *FLOOR_COLUMNS]:
+    for column in [*IMAGE_METRICS, "class_index", *FLOOR_COLUMNS, *SCORE_COLUMNS]:
         if column in per_image.columns and not pd.api.types.is_numeric_dtype(per_image[column]):
             bad = (
                 pd.to_numeric(per_image[column], errors="coerce").isna() & per_image[column].notna()

@@ -2,8 +2,9 @@
 
 The network is MONAI's: the paper's ``SegResNetDS`` with deep supervision for the real datasets,
 a small ``UNet`` for the synthetic default. The loss is :class:`calibtut.losses.ACEDiceCELoss`
-(no binning for the Dice+CE baseline, hard or soft mL1-ACE otherwise) inside MONAI's
-``DeepSupervisionLoss``. AdamW with a linear warm-up and a cosine decay (MONAI's
+(no binning for the Dice+CE baseline, hard or soft mL1-ACE, or MDCA: mL1-ACE with one bin), or
+:class:`calibtut.losses.DiceCalibrationLoss` (focal, label smoothing, NACL, SVLS, MbLS in place
+of the CE), inside MONAI's ``DeepSupervisionLoss``. AdamW with a linear warm-up and a cosine decay (MONAI's
 ``WarmupCosineSchedule``, stepped per optimiser step); mixed precision on CUDA (bf16 where
 supported, fp16 with a ``GradScaler`` elsewhere).
 """
@@ -11,6 +12,7 @@ supported, fp16 with a ``GradScaler`` elsewhere).
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +22,15 @@ from monai.data import ThreadBuffer, ThreadDataLoader
 from monai.losses import DeepSupervisionLoss
 from monai.networks.nets import SegResNetDS, UNet
 from monai.optimizers import WarmupCosineSchedule
+from tqdm.std import tqdm
 
 from calibtut.data import DatasetSpec
-from calibtut.losses import ACEDiceCELoss
+from calibtut.losses import TERMS, ACEDiceCELoss, DiceCalibrationLoss
 from calibtut.train.config import TrainConfig
 
 __all__ = [
     "BINNING",
+    "MDCA_BINS",
     "select_device",
     "build_network",
     "check_sizes",
@@ -34,11 +38,18 @@ __all__ = [
     "amp_dtype",
     "data_loader",
     "check_count",
+    "progress_bar",
     "Training",
 ]
 
-BINNING = {"baseline": None, "hard": "hard", "soft": "soft"}
-"""The mL1-ACE binning each loss adds to Dice+CE (None: the baseline)."""
+BINNING = {"baseline": None, "hard": "hard", "soft": "soft", "mdca": "hard"}
+"""The mL1-ACE binning each :class:`~calibtut.losses.ACEDiceCELoss` loss adds to Dice+CE (None:
+the baseline); the other losses are :class:`~calibtut.losses.DiceCalibrationLoss` terms."""
+
+MDCA_BINS = 1
+"""MDCA (Hebbalaguppe et al., CVPR 2022) is mL1-ACE with a single bin: per image and class,
+``|mean probability - share of the class's voxels|``. One bin holds every voxel, so it asks only
+that the confidence be right on average; many bins ask it of every confidence level."""
 
 
 def select_device(name: str | torch.device | None = None) -> torch.device:
@@ -121,18 +132,38 @@ def check_sizes(config: TrainConfig, data: DatasetSpec) -> None:
 def build_loss(
     config: TrainConfig, data: DatasetSpec, validate: bool = True
 ) -> DeepSupervisionLoss:
-    """Dice+CE (+ hard or soft mL1-ACE) with the paper's weights, for one or several outputs.
+    """``config.loss`` with the paper's weights, for one or several outputs: Dice+CE (+ hard or
+    soft mL1-ACE, + MDCA, one bin), or Dice + a calibration term in place of the CE, weighted as
+    the CE (``ce_weight``) with ``config.loss_options``.
 
     The loss sees every channel, background included (the paper's setting); ``validate=False``
     drops the input checks that would synchronise a GPU every step.
+
+    Raises:
+        ValueError: a softmax-only loss on a sigmoid (per-region) dataset, or a bad option.
     """
     softmax = data.activation == "softmax"
+    if config.loss in TERMS:
+        if not softmax:
+            raise ValueError(
+                f"the {config.loss} loss is defined for a softmax over exclusive labels, not the "
+                f"sigmoid regions of {data.name}: train it with --activation softmax"
+            )
+        term = DiceCalibrationLoss(
+            config.loss,
+            dice_weight=config.dice_weight,
+            term_weight=config.ce_weight,
+            to_onehot_y=True,
+            validate=validate,
+            **dict(config.loss_options),
+        )
+        return DeepSupervisionLoss(term, weight_mode="exp")
     loss = ACEDiceCELoss(
         binning=BINNING[config.loss],
         ace_weight=config.ace_weight,
         dice_weight=config.dice_weight,
         ce_weight=config.ce_weight,
-        num_bins=config.num_bins,
+        num_bins=MDCA_BINS if config.loss == "mdca" else config.num_bins,
         include_background=True,
         to_onehot_y=softmax,
         softmax=softmax,
@@ -294,3 +325,10 @@ class Training:
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
+
+
+def progress_bar(iterable: Any = None, **options: Any) -> tqdm:
+    """A tqdm text bar on stdout. It updates in place in a terminal and in Jupyter alike, and a
+    saved notebook keeps its last state (100 %), where a widget bar would show its first (0 %).
+    """
+    return tqdm(iterable, file=sys.stdout, **options)

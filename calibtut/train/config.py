@@ -7,10 +7,11 @@ the command line can validate a configuration before PyTorch and MONAI are loade
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from calibtut.methods import LOSSES
+from calibtut.methods import METHODS, TRAINING_LOSSES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +66,11 @@ class TrainConfig:
 
     Attributes:
         dataset: a name of :data:`calibtut.data.DATASETS` with a preset in :data:`PRESETS`.
-        loss: one of :data:`calibtut.methods.LOSSES`.
+        loss: one of :data:`calibtut.methods.TRAINING_LOSSES`.
+        loss_options: the loss's options (``{"gamma": 2.0}`` for the focal loss), over the
+            defaults of its :class:`~calibtut.methods.Method` ``options``; held as sorted
+            ``(name, value)`` pairs, every default filled in, so ``config.json`` records them all
+            (and records nothing for a loss without options, as before they existed).
         seed: seeds the weights, the data order and the augmentation.
         max_steps: caps the total number of optimiser steps (smoke tests; the schedule is then
             laid over the capped length).
@@ -74,7 +79,6 @@ class TrainConfig:
             "sigmoid" per region (datasets with overlapping regions: KiTS, BraTS).
         deterministic: ``cudnn.benchmark`` off and deterministic kernels on (process-wide), for
             bit-identical resumes on a GPU; on a CPU runs are deterministic anyway.
-        save_predictions: overlay arrays are kept for this many test images.
 
     Example:
         >>> config = TrainConfig.for_dataset("synthetic", "soft", seed=1, epochs=2)
@@ -105,11 +109,14 @@ class TrainConfig:
     amp: bool = True
     deterministic: bool = False
     num_workers: int = 0
-    save_predictions: int = 4
+    loss_options: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.loss not in TRAINING_LOSSES:
+            raise ValueError(
+                f"unknown loss {self.loss!r}; expected one of {', '.join(TRAINING_LOSSES)}"
+            )
+        object.__setattr__(self, "loss_options", _loss_options(self.loss, self.loss_options))
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.activation!r}; expected one of {', '.join(ACTIVATIONS)}"
@@ -144,6 +151,11 @@ class TrainConfig:
             size = getattr(self, name)
             if size is not None:
                 object.__setattr__(self, name, tuple(int(s) for s in size))
+        if METHODS[self.loss].softmax_only and self.activation != "softmax":
+            raise ValueError(
+                f"the {self.loss} loss is defined for a softmax over exclusive labels, not a "
+                f"{self.activation} per region: train it with --activation softmax"
+            )
 
     @classmethod
     def for_dataset(
@@ -184,6 +196,10 @@ class TrainConfig:
         for name in ("patch_size", "val_window"):
             if out[name] is not None:
                 out[name] = list(out[name])
+        # a loss without options records none: the config.json of earlier runs stays this run's
+        out["loss_options"] = dict(self.loss_options)
+        if not out["loss_options"]:
+            del out["loss_options"]
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -221,6 +237,37 @@ class TrainConfig:
             "bins": self.num_bins,
             "training activation": self.activation,
         }
+
+
+def _loss_options(loss: str, given: Any) -> tuple[tuple[str, float], ...]:
+    """Every option of ``loss`` (its defaults updated by ``given``), sorted, each a finite
+    number >= 0 (the loss checks its own range, e.g. an odd kernel, when it is built).
+
+    Raises:
+        ValueError: an option the loss does not take, or a value that is not such a number.
+    """
+    defaults = dict(METHODS[loss].options)
+    try:
+        given = dict(given or {})
+    except (TypeError, ValueError):
+        raise ValueError(f"loss_options must map names to numbers, got {given!r}") from None
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        takes = f"takes {', '.join(defaults)}" if defaults else "takes no options"
+        raise ValueError(f"the {loss} loss {takes}, not {', '.join(map(str, unknown))}")
+    values = {**defaults, **given}
+    for name, value in values.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(f"loss option {name} must be a finite number >= 0, got {value!r}")
+        if isinstance(defaults[name], int) and value != int(value):
+            raise ValueError(f"loss option {name} must be an integer, got {value!r}")
+        values[name] = type(defaults[name])(value)
+    return tuple(sorted(values.items()))
 
 
 def configuration_table(used: TrainConfig) -> pd.DataFrame:

@@ -1,14 +1,15 @@
 """Scoring a model: sliding-window inference, per-image results, and the test-set evaluation.
 
 Validation (during training) and evaluation (after it) score images the same way: per image and
-scored class, Dice, ECE, ACE and MCE from :func:`calibtut.metrics.image_results`. Evaluation
-uses the best validation weights (``best.pt``), as the paper does, and writes ``per_image.csv``,
-``bins.npz`` and overlay arrays through :class:`calibtut.runs.RunDir`.
+scored class, Dice, ECE, ACE and MCE from :func:`calibtut.metrics.image_results`; evaluation adds
+the noise floors and the bin-free scores (Brier, NLL, equal-mass ECE). Evaluation uses the best
+validation weights (``best.pt``), as the paper does, and writes ``per_image.csv``,
+``bins.npz`` and every test image's overlay arrays through :class:`calibtut.runs.RunDir`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,7 +17,6 @@ import monai
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from tqdm.auto import tqdm
 
 from calibtut.data import DatasetSpec
 from calibtut.metrics import FLOOR_DRAWS, ImageResults, image_results
@@ -27,14 +27,32 @@ from calibtut.train.build import (
     check_count,
     data_loader,
     plain_tensor,
+    progress_bar,
     select_device,
 )
 from calibtut.train.config import TrainConfig
 from calibtut.train.distributed import SINGLE, World, barrier, gather, in_order, shard, start
 
-__all__ = ["predict", "score_images", "validate", "evaluate"]
+__all__ = ["window_logits", "predict", "score_images", "validate", "evaluate"]
 
 VALIDATION_METRICS = ("dice", "ece", "ace", "mce")
+
+
+@torch.no_grad()
+def window_logits(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    data: DatasetSpec,
+    amp: torch.dtype | None = None,
+    sw_batch_size: int = 4,
+) -> torch.Tensor:
+    """Sliding-window logits ``(B, C, *spatial)`` (float32) of an eval-mode ``model`` over
+    ``data.val_window`` (Gaussian blending, as the paper): what temperature scaling divides."""
+    with torch.autocast(image.device.type, dtype=amp, enabled=amp is not None):
+        logits = sliding_window_inference(
+            image, data.val_window, sw_batch_size, model, overlap=0.25, mode="gaussian"
+        )
+    return logits.float()
 
 
 @torch.no_grad()
@@ -45,13 +63,9 @@ def predict(
     amp: torch.dtype | None = None,
     sw_batch_size: int = 4,
 ) -> torch.Tensor:
-    """Sliding-window probabilities ``(B, C, *spatial)`` of an eval-mode ``model`` over
-    ``data.val_window`` (Gaussian blending, as the paper)."""
-    with torch.autocast(image.device.type, dtype=amp, enabled=amp is not None):
-        logits = sliding_window_inference(
-            image, data.val_window, sw_batch_size, model, overlap=0.25, mode="gaussian"
-        )
-    logits = logits.float()
+    """Sliding-window probabilities ``(B, C, *spatial)`` of an eval-mode ``model``: the softmax
+    or sigmoid of :func:`window_logits`."""
+    logits = window_logits(model, image, data, amp, sw_batch_size)
     return torch.softmax(logits, 1) if data.activation == "softmax" else torch.sigmoid(logits)
 
 
@@ -65,6 +79,8 @@ def score_images(
     progress: str | None = None,
     floor_seed: int | None = None,
     here: World = SINGLE,
+    predictor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    scores: bool = False,
 ) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor, torch.Tensor, ImageResults]]:
     """Per image of this rank's share of ``dataset`` (all of it in one process): its index in
     the dataset, its id, the input, the evaluated probabilities and one-hot target (regions where
@@ -73,17 +89,23 @@ def score_images(
 
     With ``floor_seed``, each image's results carry its noise floor, from label draws seeded by
     ``(floor_seed, image index)``, so an evaluation is reproducible however it is sharded.
+
+    ``predictor`` (image -> probabilities) replaces ``predict(model, ...)``: what post-hoc
+    methods (:mod:`calibtut.train.posthoc`) score, ``model`` then unused. ``scores`` adds the
+    Brier score, NLL and equal-mass ECE (what evaluation saves; validation skips them).
     """
-    model.eval()
+    if predictor is None:
+        model.eval()
+        predictor = lambda image: predict(model, image, data, amp)  # noqa: E731
     part, indices = shard(dataset, here)
     loader = data_loader(part, batch_size=1)
     seen = 0
     for local, item in enumerate(
-        tqdm(loader, desc=progress, leave=False, disable=progress is None)
+        progress_bar(loader, desc=progress, leave=False, disable=progress is None)
     ):
         index = indices[local]
         image = plain_tensor(item["image"], device)
-        probs = data.evaluation_probabilities(predict(model, image, data, amp))
+        probs = data.evaluation_probabilities(predictor(image))
         target = data.evaluation_target(plain_tensor(item["label"], device))
         generator = None
         if floor_seed is not None:
@@ -97,6 +119,7 @@ def score_images(
             include_background=data.include_background or bool(data.regions),
             floor_draws=FLOOR_DRAWS if floor_seed is not None else 0,
             generator=generator,
+            scores=scores,
         )
         seen += 1
         yield index, str(item["id"][0]), image, probs, target, results
@@ -140,8 +163,9 @@ def evaluate(
     """Test-split results of a trained run: ``per_image.csv``, ``bins.npz`` and overlays.
 
     Uses the best validation weights (``best.pt``), as the paper does. Per image and scored
-    class: Dice, ECE, ACE and MCE, and the ACE and MCE noise floors
-    (:func:`calibtut.metrics.noise_floor`, label draws seeded by the run's seed). Under
+    class: Dice, ECE, ACE and MCE, the ACE and MCE noise floors
+    (:func:`calibtut.metrics.noise_floor`, label draws seeded by the run's seed), and the Brier
+    score, NLL and equal-mass ECE (:func:`calibtut.metrics.image_scores`). Under
     torchrun each process scores its share of the images and rank 0 writes them all, in the
     dataset's order: the files equal a single-process evaluation's.
 
@@ -155,11 +179,13 @@ def evaluate(
         The run, now evaluated.
 
     Raises:
-        ValueError: the run has not finished training, or its checkpoints belong elsewhere.
+        ValueError: the run has not finished training, its checkpoints belong elsewhere, or it
+            is a post-hoc run (the message says how to make it again).
         FileNotFoundError: the run or its data is missing.
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
     recorded = run.config
+    _refuse_posthoc(run, recorded)
     config = TrainConfig.from_dict(recorded)
     data = config.dataset_spec()
     if data_dir is None:
@@ -170,6 +196,23 @@ def evaluate(
     return run
 
 
+def _refuse_posthoc(run: RunDir, recorded: dict) -> None:
+    """A post-hoc run has no network of its own to evaluate: say how to remake it instead."""
+    posthoc = recorded.get("posthoc")
+    if not posthoc:
+        return
+    sources = [str(s.get("path", "?")) for s in recorded.get("source_runs", [])] or ["SOURCE"]
+    option = {
+        "temperature": "--temperature scalar",
+        "vector_temperature": "--temperature vector",
+        "ensemble": "--ensemble",
+    }.get(posthoc, f"--{posthoc}")
+    raise ValueError(
+        f"{run.path} is a post-hoc run ({recorded.get('loss')}) with no network of its own: "
+        f"apply the method to its source again, calibtut evaluate {' '.join(sources)} {option}"
+    )
+
+
 def _evaluate(
     run: RunDir,
     config: TrainConfig,
@@ -178,8 +221,9 @@ def _evaluate(
     device: torch.device,
     progress: bool,
     here: World,
+    predictor: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> None:
-    model = _best_model(run, config, data, device)
+    model = _best_model(run, config, data, device) if predictor is None else None
     test_ds = data.dataset(data_dir, "test", cache=False)
     mine = []
     scored = score_images(
@@ -192,21 +236,20 @@ def _evaluate(
         progress=f"evaluate {run.name}" if progress and here.is_main else None,
         floor_seed=config.seed,
         here=here,
+        predictor=predictor,
+        scores=True,
     )
     for index, image_id, image, probs, target, result in scored:
-        overlay = None
-        if index < config.save_predictions:
-            overlay = _overlay(image, probs, target, bool(data.regions))
-        mine.append((index, (image_id, _on_cpu(result), overlay)))
+        # every image's overlay, written as it is scored (by the rank that scored it): none is
+        # held in memory, which a large 3D test set would not allow
+        run.write_prediction(image_id, *_overlay(image, probs, target, bool(data.regions)))
+        mine.append((index, (image_id, _on_cpu(result))))
     images = in_order(gather(mine, here))
     if here.is_main:
         check_count(len(images), len(test_ds), f"evaluation of {run.name}")
-        for image_id, _, overlay in images:
-            if overlay is not None:
-                run.write_prediction(image_id, *overlay)
         channels, names = zip(*data.scored_classes, strict=True)
-        results = ImageResults.cat([result for _, result, _ in images])
-        run.write_results(results, [i for i, _, _ in images], list(names), list(channels))
+        results = ImageResults.cat([result for _, result in images])
+        run.write_results(results, [i for i, _ in images], list(names), list(channels))
     barrier(here)
 
 
@@ -239,15 +282,15 @@ def _on_cpu(result: ImageResults) -> ImageResults:
 def _overlay(
     image: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, multilabel: bool
 ) -> tuple[np.ndarray, ...]:
-    """What the overlay figures show: first input channel, label, prediction, confidence."""
+    """What the overlay figures show: first input channel, label, prediction, probabilities."""
     probs, target = probs[0].cpu(), target[0].cpu()
     if multilabel:
-        label, prediction, confidence = target, probs >= 0.5, probs
+        label, prediction = target, probs >= 0.5
     else:
-        label, prediction, confidence = target.argmax(0), probs.argmax(0), probs.amax(0)
+        label, prediction = target.argmax(0), probs.argmax(0)
     return (
         image[0, 0].cpu().numpy(),
         label.numpy(),
         prediction.numpy(),
-        confidence.numpy(),
+        probs.numpy(),
     )

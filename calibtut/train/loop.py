@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,19 +33,19 @@ import monai
 import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
-from tqdm.auto import tqdm
 
 import calibtut
 from calibtut.data import DatasetSpec
 from calibtut.data.phantoms import MARKER as PHANTOM_MARKER
-from calibtut.methods import LOSSES
-from calibtut.runs import RunDir, check_writable_folder, run_path
+from calibtut.methods import TRAINING_LOSSES
+from calibtut.runs import SCORE_COLUMNS, RunDir, check_writable_folder, run_path
 from calibtut.train.build import (
     Training,
     check_count,
     check_sizes,
     data_loader,
     plain_tensor,
+    progress_bar,
     select_device,
 )
 from calibtut.train.config import TrainConfig
@@ -184,7 +185,7 @@ def _train_epochs(
     """Epochs from the one after ``state["epoch"]`` to the last, validating and checkpointing
     (rank 0 writes; every rank validates its share and decides the same best epoch)."""
     first_epoch = state["epoch"] + 1
-    epochs = tqdm(
+    epochs = progress_bar(
         range(first_epoch, config.epochs + 1),
         desc=run.name,
         initial=first_epoch - 1,
@@ -211,7 +212,7 @@ def _train_epochs(
                     best = {"model": training.network.state_dict(), "dataset": config.dataset}
                     run.write_best({**best, "epoch": epoch})
             if progress:
-                tqdm.write(_format_scores(epoch, row))
+                epochs.write(_format_scores(epoch, row), file=sys.stdout)
         state["history"].append(row)
         state["epoch"] = epoch
         state["finished"] = last
@@ -256,7 +257,9 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=device)
     steps = images = 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress)
+    bar = progress_bar(
+        loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress
+    )
     for batch in bar:
         loss = training.step(
             plain_tensor(batch["image"], device), plain_tensor(batch["label"], device)
@@ -390,7 +393,9 @@ def train_many(
 
     Every run is decided before any trains, so a run of another config under ``run_root`` is
     refused before hours are spent on the others. A finished run of the same config is reused,
-    an interrupted one resumes, the rest train; each decision is printed.
+    an interrupted one resumes, the rest train; each decision is printed. A reused run evaluated
+    before calibtut saved the Brier score, NLL and equal-mass ECE is evaluated again (its
+    weights, so its Dice and calibration errors, unchanged), so that every run returned has them.
 
     Args:
         configs: the runs, e.g. one per loss.
@@ -414,20 +419,31 @@ def train_many(
     resolved = select_device(device)
     check_writable_folder(run_root, "the run folder")
     runs = [RunDir(run_path(run_root, c.dataset, c.loss, c.seed)) for c in configs]
-    todo = []
+    todo, stale = [], []
     for config, run in zip(configs, runs, strict=True):
         plan = run.plan(config.to_dict(), overwrite)
         name = f"{config.dataset}/{config.loss}/seed_{config.seed}"
         if plan == "reuse":
-            print(f"{name}: reusing the finished run in {run.path}")
+            if set(SCORE_COLUMNS) <= set(run.results().per_image):
+                print(f"{name}: reusing the finished run in {run.path}")
+            else:
+                print(
+                    f"{name}: reusing the finished run in {run.path}, evaluated again (its "
+                    "results predate the Brier score, NLL and equal-mass ECE)"
+                )
+                stale.append(run)
             continue
         doing = "resuming the interrupted run" if plan == "resume" else "training"
         print(f"{name}: {doing} on {resolved}")
         todo.append(config)
-    todo.sort(key=lambda c: LOSSES.index(c.loss), reverse=True)  # the slowest (soft) first
+    # the slowest first (soft, then hard binning), then the others in the vocabulary's order
+    first = {"soft": -2, "hard": -1}
+    todo.sort(key=lambda c: first.get(c.loss, TRAINING_LOSSES.index(c.loss)))
     if jobs is None:
         jobs = (os.cpu_count() or 1) if resolved.type == "cpu" else 1
     jobs = min(jobs, max(len(todo), 1)) if resolved.type == "cpu" else 1
+    for run in stale:
+        evaluate(run, data_dir, device=resolved, progress=progress)
     if jobs == 1:
         for config in todo:
             train(
