@@ -25,7 +25,7 @@ demo: $(STAMP)  ## train baseline, hard and soft on the synthetic default and wr
 test: $(STAMP)  ## the whole test suite: unit tests, notebooks (papermill) and the browser test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)  ## the suite without notebooks, the browser and training runs (about a minute)
+test-fast: $(STAMP)  ## the suite without notebooks, the browser and training runs (about 2 minutes)
 	$(BIN)/python -m pytest -m "not notebook and not browser and not slow" $(PYTEST_ARGS)
 
 book: $(STAMP)  ## execute the whole course and render it to build/book/index.html (BOOK_ARGS=--smoke: a quick check)

@@ -31,13 +31,14 @@
 #
 # | notebook | what it teaches | runs on | time (2-core CPU) |
 # |---|---|---|---|
-# | **00 start here** | this map, how to run the course, a two-minute tour | CPU | 1 min |
-# | **01 what is calibration** | reliability diagrams; ECE, ACE and MCE by hand; over- and under-confidence; why segmentation needs per-class, per-image metrics | CPU | 10 s |
-# | **02 hard and soft binning** | the mL1-ACE loss step by step, its gradient with hard and soft bins, empty bins, the number of bins, a binning playground | CPU | 10 s |
-# | **03 training with calibration losses** | Dice+CE vs + hard vs + soft mL1-ACE on the synthetic data: learning curves, the Dice-ACE trade-off, reliability before and after | CPU | 3-5 min |
-# | **04 ACDC · 05 AMOS · 06 KiTS23 · 07 BraTS21** | each dataset, its classes (overlapping regions in KiTS and BraTS), the paper's preprocessing and configuration, training and evaluation | GPU; without the data, a phantom on the CPU | hours per run on a GPU; 20 s on a phantom |
-# | **08 exploring reliability** | per-image reliability diagrams and dataset reliability histograms with interactive explorers | CPU | 15 s after 03 |
-# | **09 the paper's results** | the paper's tables reproduced from its published per-image results, beside your runs | CPU | 10 s |
+# | **00 start here** | this map, how to run the course, a two-minute tour | CPU | 70 s |
+# | **01 what is calibration** | reliability diagrams; ECE, ACE and MCE by hand; over- and under-confidence; why segmentation needs per-class, per-image metrics | CPU | 11 s |
+# | **02 hard and soft binning** | the mL1-ACE loss step by step, its gradient with hard and soft bins, empty bins, the number of bins, a binning playground | CPU | 9 s |
+# | **03 training with calibration losses** | Dice+CE vs + hard vs + soft mL1-ACE on the synthetic data: learning curves, the Dice-ACE trade-off, reliability before and after | CPU | 4 min; 11 s after `make demo` |
+# | **04 ACDC · 05 AMOS · 06 KiTS23 · 07 BraTS21** | each dataset, its classes (overlapping regions in KiTS and BraTS), the paper's preprocessing and configuration, training and evaluation | GPU; without the data, a phantom on the CPU | hours per run on a GPU; 15-20 s on a phantom |
+# | **08 exploring reliability** | per-image reliability diagrams and dataset reliability histograms with interactive explorers | CPU | 13 s after 03 |
+# | **09 the paper's results** | the paper's tables reproduced from its published per-image results, beside your runs | CPU | 7 s offline |
+# | **10 the calibration toolbox** | every calibration method side by side (focal, label smoothing, NACL, SVLS, MbLS, MDCA, temperature scaling, ensembles): one table with confidence intervals, one trade-off figure | CPU | 6 min after `make demo`; about 12 min from scratch |
 #
 # ## How to run it
 #

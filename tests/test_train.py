@@ -207,6 +207,21 @@ def test_train_writes_a_complete_run(small_synthetic, tmp_path):
 
 
 @pytest.mark.slow
+def test_progress_bars_end_at_100_percent(small_synthetic, tmp_path, capsys):
+    """What a saved notebook keeps is each bar's last state: 100 % for the run's epochs, and the
+    evaluation bar (leave=False) cleared, never a bar stuck short of the end."""
+    train(tiny(), None, tmp_path, progress=True)
+
+    def visible(line: str) -> str:  # what a terminal or Jupyter shows of a line with \r in it
+        return [segment for segment in line.split("\r") if segment][-1]
+
+    shown = [visible(line) for line in capsys.readouterr().out.split("\n") if line]
+    epochs = [line for line in shown if line.startswith("synthetic/baseline/seed_0:")]
+    assert epochs[-1].startswith("synthetic/baseline/seed_0: 100%") and "2/2" in epochs[-1]
+    assert not shown[-1].strip(), shown[-1]  # the evaluation bar, last, was cleared
+
+
+@pytest.mark.slow
 def test_max_steps_caps_training(small_synthetic, tmp_path):
     run = train(tiny(epochs=4, max_steps=4), None, tmp_path, progress=False)
     assert run.history()["step"].tolist() == [3, 4]  # the cap ends epoch 2 early, and training

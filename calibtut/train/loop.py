@@ -185,15 +185,16 @@ def _train_epochs(
     """Epochs from the one after ``state["epoch"]`` to the last, validating and checkpointing
     (rank 0 writes; every rank validates its share and decides the same best epoch)."""
     first_epoch = state["epoch"] + 1
+    # updated by hand at the end of each epoch, so that the bar ends at 100 % (iterating it would
+    # count the last epoch only on the next iteration, which the break below never asks for)
     epochs = progress_bar(
-        range(first_epoch, config.epochs + 1),
         desc=run.name,
         initial=first_epoch - 1,
         total=config.epochs,
         unit="epoch",
         disable=not progress,
     )
-    for epoch in epochs:
+    for epoch in range(first_epoch, config.epochs + 1):
         row = _train_epoch(training, train_ds, config, epoch, state, progress, here)
         epochs.set_postfix(
             loss=f"{row['train_loss']:.4f}", lr=f"{row['lr']:.2e}", s=f"{row['epoch_time_s']:.1f}"
@@ -221,6 +222,7 @@ def _train_epochs(
             run.write_checkpoint({**saved, "dataset": config.dataset, "config": config.to_dict()})
             run.write_history(state["history"])
         barrier(here)
+        epochs.update(1)
         if last:
             break
     epochs.close()
