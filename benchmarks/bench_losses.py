@@ -134,7 +134,17 @@ def forward_backward(case: str, probs: torch.Tensor, target: torch.Tensor) -> fl
     loss = CASES[case]()(probs, target)
     loss.backward()
     probs.grad = None
-    return loss.item()
+    return loss.item()  # .item() waits for a GPU, so the timings include the kernels
+
+
+def cuda_peak_mib(case: str, probs: torch.Tensor, target: torch.Tensor) -> float:
+    """On a GPU: the allocator's peak during one forward+backward, beyond the inputs."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    forward_backward(case, probs, target)
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -199,8 +209,8 @@ def peak_in_subprocess(case: str, shape_name: str) -> float:
 # --- The table -----------------------------------------------------------------------------------
 
 
-def bench_shape(name: str, shape: tuple[int, ...], repeats: int) -> None:
-    probs, target = make_inputs(shape)
+def bench_shape(name: str, shape: tuple[int, ...], repeats: int, device: str = "cpu") -> None:
+    probs, target = (x.to(device) for x in make_inputs(shape))
     leaf = probs.clone().requires_grad_()
     input_gb = (probs.numel() * probs.element_size() + target.numel() * target.element_size()) / 1e9
     print(f"\n## {name} {tuple(shape)}: {probs.numel() / 1e6:.1f} M values per input")
@@ -217,7 +227,10 @@ def bench_shape(name: str, shape: tuple[int, ...], repeats: int) -> None:
     for case in CASES:
         reps = repeats if not case.startswith("loop") else max(1, repeats - 1)
         times[case] = best_time(lambda c=case: forward_backward(c, leaf, target), reps)
-        peaks[case] = peak_in_subprocess(case, name)
+        if device == "cpu":
+            peaks[case] = peak_in_subprocess(case, name)
+        else:
+            peaks[case] = cuda_peak_mib(case, leaf, target)
 
     print(
         f"{'loss (forward+backward)':26s} {'time ms':>9s} {'peak MiB':>9s} {'input GB/s':>11s} {'vs loop':>8s}"
@@ -237,14 +250,19 @@ def bench_shape(name: str, shape: tuple[int, ...], repeats: int) -> None:
     )
 
     metric = CalibrationErrorMetric(num_bins=NUM_BINS, metric_reduction="none")
+    sync = torch.cuda.synchronize if device != "cpu" else lambda: None
+
+    def timed(fn: Callable[[], object]) -> Callable[[], None]:
+        return lambda: (fn(), sync())
+
     metric_times = {
         "calibtut calibration_error": best_time(
-            lambda: calibration_error(probs, target, NUM_BINS), repeats
+            timed(lambda: calibration_error(probs, target, NUM_BINS)), repeats
         ),
         "monai calibration_binning": best_time(
-            lambda: calibration_binning(probs, target, NUM_BINS), repeats
+            timed(lambda: calibration_binning(probs, target, NUM_BINS)), repeats
         ),
-        "monai CalibrationErrorMetric": best_time(lambda: metric(probs, target), repeats),
+        "monai CalibrationErrorMetric": best_time(timed(lambda: metric(probs, target)), repeats),
     }
     ours = metric_times["calibtut calibration_error"]
     print(f"{'metric (ECE, no grad)':26s} {'time ms':>9s} {'input GB/s':>21s} {'ours faster':>12s}")
@@ -261,6 +279,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (on a GPU, peak memory is the allocator's)"
     )
     parser.add_argument("--peak", nargs=2, metavar=("CASE", "SHAPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -281,7 +302,7 @@ def main() -> None:
     )
     start = time.perf_counter()
     for name in args.shapes:
-        bench_shape(name, SHAPES[name], args.repeats)
+        bench_shape(name, SHAPES[name], args.repeats, args.device)
     print(f"\n# total {time.perf_counter() - start:.0f} s")
 
 
