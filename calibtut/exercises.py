@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dis
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +82,7 @@ def _unanswered(answer: Any) -> bool:
 
 
 @dataclass
-class Exercise:
+class Exercise(ABC):
     """One exercise: a question, a hint, a model answer and a check.
 
     Args:
@@ -136,16 +137,18 @@ class Exercise:
         """
         return self.question
 
+    @abstractmethod
     def model_answer(self) -> Any:
-        """The answer :meth:`check` uses with :func:`use_solutions`.
+        """The answer :meth:`check` uses with :func:`use_solutions` (each kind of exercise has its
+        own: a function, a value, a choice, a text).
 
         Returns:
             The model answer.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def _verdict(self, answer: Any) -> str | None:
-        raise NotImplementedError
+        """None when ``answer`` is right, else what is wrong with it."""
 
 
 def _returns_nothing(function: Callable[..., Any]) -> bool:

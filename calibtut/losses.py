@@ -29,6 +29,7 @@ import math
 import numbers
 import operator
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -95,7 +96,7 @@ def l1_ace(bins: BinStats) -> torch.Tensor:
     return gap.sum(-1) / occupied.sum(-1).clamp(min=1)
 
 
-class _L1ACELoss(_Loss):
+class _L1ACELoss(_Loss, ABC):
     """Shared input handling (activation, one-hot, background, class weights) of both mL1-ACE losses."""
 
     def __init__(
@@ -170,8 +171,9 @@ class _L1ACELoss(_Loss):
             return loss.sum()
         return loss.view(*loss.shape, *([1] * (input.ndim - 2)))
 
+    @abstractmethod
     def _bins(self, probs: torch.Tensor, target: torch.Tensor) -> BinStats:
-        raise NotImplementedError
+        """Hard or soft bin sums of ``probs`` against ``target``: what the subclass decides."""
 
     def _weights(self, num_classes: int) -> torch.Tensor:
         w = self.class_weight

@@ -337,7 +337,7 @@ def png_of(fig) -> str:
     """What the explorers show for ``fig``: its PNG at their resolution, as a data URL."""
     import matplotlib.pyplot as plt
 
-    from calibtut.widgets import _figure_output
+    from calibtut.widgets._common import _figure_output
 
     try:
         return "data:image/png;base64," + _figure_output(fig)["data"]["image/png"]
